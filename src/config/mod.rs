@@ -1,0 +1,16 @@
+//! Settings: the one place that turns flags, environment and credential files into what the rest
+//! of the program runs on.
+//!
+//! Owns precedence (flag > environment > credentials file > default), the credential file formats
+//! and the [`Secret`] type. It leaves librdkafka's property names to [`crate::kafka::client_config`].
+
+mod credentials;
+mod secret;
+mod settings;
+
+pub use credentials::{load as load_credentials, parse as parse_credentials, Credentials};
+pub use secret::Secret;
+pub use settings::{
+    read_password_file, CaSource, Cluster, ConsumerSettings, LogLimit, Mode, MongoSettings,
+    OutputSettings, ProducerSettings, Protocol, Sasl, Settings, Source, Tls,
+};

@@ -1,0 +1,670 @@
+//! [`Settings::resolve`]: raw flags (with clap's record of where each value came from), files and
+//! defaults in, checked settings out. Every error names the flag or file at fault.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+use tracing::info;
+
+use super::{credentials, Credentials, Secret};
+use crate::cli::Cli;
+use crate::error::ConfigError;
+
+/// What the run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `--producer`
+    Produce,
+    /// `--consumer`
+    Consume,
+    /// `--producer --consumer`: the consumer runs alongside the producer.
+    Both,
+}
+
+impl Mode {
+    /// Whether this mode produces.
+    pub fn produces(self) -> bool {
+        matches!(self, Mode::Produce | Mode::Both)
+    }
+    /// Whether this mode consumes.
+    pub fn consumes(self) -> bool {
+        matches!(self, Mode::Consume | Mode::Both)
+    }
+}
+
+/// Where the brokers are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cluster {
+    /// No servers given: an in-process librdkafka mock cluster.
+    Mock,
+    /// A real cluster's bootstrap list.
+    Brokers(String),
+}
+
+/// Kafka's security.protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// No TLS, no SASL.
+    Plaintext,
+    /// SASL without TLS.
+    SaslPlaintext,
+    /// SASL over TLS.
+    SaslSsl,
+    /// TLS, with a client certificate (mTLS) when one is given.
+    Ssl,
+}
+
+impl Protocol {
+    /// librdkafka's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Plaintext => "PLAINTEXT",
+            Protocol::SaslPlaintext => "SASL_PLAINTEXT",
+            Protocol::SaslSsl => "SASL_SSL",
+            Protocol::Ssl => "SSL",
+        }
+    }
+    /// Whether it authenticates with SASL.
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Protocol::SaslPlaintext | Protocol::SaslSsl)
+    }
+    /// Whether it runs over TLS.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Protocol::SaslSsl | Protocol::Ssl)
+    }
+
+    fn parse(text: &str) -> Result<Self, ConfigError> {
+        match text.trim().to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => Ok(Protocol::Plaintext),
+            "SASL_PLAINTEXT" => Ok(Protocol::SaslPlaintext),
+            "SASL_SSL" => Ok(Protocol::SaslSsl),
+            "SSL" => Ok(Protocol::Ssl),
+            _ => Err(ConfigError::Invalid {
+                flag: "--security-protocol",
+                reason: format!("{text:?} is not one of SASL_PLAINTEXT, SASL_SSL, SSL, PLAINTEXT"),
+            }),
+        }
+    }
+}
+
+/// SASL identity.
+#[derive(Debug, Clone)]
+pub struct Sasl {
+    /// SCRAM-SHA-512 (Charmed Kafka), SCRAM-SHA-256 or PLAIN.
+    pub mechanism: String,
+    /// The user.
+    pub username: String,
+    /// The password.
+    pub password: Secret,
+}
+
+/// Where the CA comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CaSource {
+    /// `--cafile-path`.
+    File(PathBuf),
+    /// `tls-ca` of a credentials file, PEM text.
+    Pem(Secret),
+}
+
+/// TLS material and checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    /// The CA; the system's store when `None`.
+    pub ca: Option<CaSource>,
+    /// Client certificate (PEM).
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM).
+    pub key: Option<PathBuf>,
+    /// Check the broker's hostname against its certificate.
+    pub check_hostname: bool,
+}
+
+/// Where a setting's value came from; logged, never the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A command-line flag.
+    Flag,
+    /// An environment variable.
+    Env,
+    /// `--password-file`.
+    PasswordFile,
+    /// `--credentials`.
+    CredentialsFile,
+    /// Derived from another setting (e.g. the group prefix from the username).
+    Derived,
+    /// The built-in default.
+    Default,
+}
+
+impl Source {
+    /// Human name for the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Flag => "flag",
+            Source::Env => "environment",
+            Source::PasswordFile => "password file",
+            Source::CredentialsFile => "credentials file",
+            Source::Derived => "derived",
+            Source::Default => "default",
+        }
+    }
+}
+
+/// How many per-message log lines to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLimit {
+    /// Every message.
+    All,
+    /// The first N.
+    First(u64),
+}
+
+impl LogLimit {
+    /// Whether message number `n` (0-based) gets a line.
+    #[inline]
+    pub fn allows(self, n: u64) -> bool {
+        match self {
+            LogLimit::All => true,
+            LogLimit::First(limit) => n < limit,
+        }
+    }
+}
+
+/// Producer settings.
+#[derive(Debug, Clone)]
+pub struct ProducerSettings {
+    /// `-n`: messages to send.
+    pub num_messages: u64,
+    /// `--rate`: messages per second, or as fast as possible.
+    pub rate: Option<f64>,
+    /// `--message-size`: minimum value size in bytes.
+    pub message_size: Option<usize>,
+    /// `--acks`: all, 1 or 0.
+    pub acks: String,
+    /// `-r`: replication factor for topic creation.
+    pub replication_factor: Option<i32>,
+    /// `--num-partitions`: partitions for topic creation.
+    pub num_partitions: Option<i32>,
+}
+
+/// Consumer settings.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// The group id: `--group-id`, or `<prefix>1`.
+    pub group_id: String,
+    /// The prefix, recorded in MongoDB documents as client.py did.
+    pub group_prefix: String,
+    /// `--expect`: stop after this many distinct kafka-workload messages.
+    pub expect: Option<u64>,
+    /// `--max-records`: stop after this many records.
+    pub max_records: Option<u64>,
+    /// Stop after this long without a record.
+    pub idle_timeout: Option<Duration>,
+    /// With --producer: stop once every message of this run arrived.
+    pub stop_when_run_complete: bool,
+}
+
+/// Output settings.
+#[derive(Debug, Clone)]
+pub struct OutputSettings {
+    /// `--log-file`.
+    pub log_file: Option<PathBuf>,
+    /// `--log-messages`.
+    pub log_messages: LogLimit,
+    /// `--report-interval`.
+    pub report_interval: Duration,
+    /// `--json`.
+    pub json: Option<PathBuf>,
+    /// `--assert` conditions, unparsed.
+    pub asserts: Vec<String>,
+    /// Whether a live progress bar may be drawn.
+    pub progress: bool,
+}
+
+/// MongoDB sink settings.
+#[derive(Debug, Clone)]
+pub struct MongoSettings {
+    /// The URI (may hold a password).
+    pub uri: Secret,
+    /// The database name.
+    pub database: String,
+}
+
+/// Everything a run needs, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Produce, consume or both.
+    pub mode: Mode,
+    /// Where the brokers are.
+    pub cluster: Cluster,
+    /// The topic.
+    pub topic: String,
+    /// security.protocol.
+    pub protocol: Protocol,
+    /// SASL identity when the protocol uses SASL.
+    pub sasl: Option<Sasl>,
+    /// TLS settings when the protocol uses TLS.
+    pub tls: Option<Tls>,
+    /// The password file, watched for rotation.
+    pub password_file: Option<PathBuf>,
+    /// Producer settings.
+    pub producer: ProducerSettings,
+    /// Consumer settings.
+    pub consumer: ConsumerSettings,
+    /// `--duration`.
+    pub duration: Option<Duration>,
+    /// Origin label for messages.
+    pub origin: String,
+    /// `--connect-timeout`.
+    pub connect_timeout: Duration,
+    /// `-X key=value` librdkafka overrides, in order.
+    pub overrides: Vec<(String, String)>,
+    /// Output settings.
+    pub output: OutputSettings,
+    /// MongoDB sink, when `--mongo-uri` is given.
+    pub mongo: Option<MongoSettings>,
+    /// Which source each setting came from, for the start-up log.
+    pub sources: Vec<(&'static str, Source)>,
+}
+
+/// Reads a password file: its first line, without the line ending.
+pub fn read_password_file(path: &Path) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+        what: "password file (--password-file)".into(),
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if line.is_empty() {
+        return Err(ConfigError::Invalid {
+            flag: "--password-file",
+            reason: format!("{} is empty", path.display()),
+        });
+    }
+    Ok(Secret::new(line))
+}
+
+fn source_of(matches: &ArgMatches, id: &str) -> Option<Source> {
+    match matches.value_source(id) {
+        Some(ValueSource::CommandLine) => Some(Source::Flag),
+        Some(ValueSource::EnvVariable) => Some(Source::Env),
+        _ => None,
+    }
+}
+
+/// Flag or environment, then the credentials file, then the default; records the winner.
+fn pick_source(
+    sources: &mut Vec<(&'static str, Source)>,
+    matches: &ArgMatches,
+    name: &'static str,
+    id: &str,
+    given: Option<String>,
+    from_file: Option<String>,
+) -> Option<String> {
+    let (value, source) = match (source_of(matches, id), given, from_file) {
+        (Some(src), Some(v), _) => (v, src),
+        (_, _, Some(v)) => (v, Source::CredentialsFile),
+        (_, Some(v), None) => (v, Source::Default),
+        (_, None, None) => return None,
+    };
+    sources.push((name, source));
+    Some(value)
+}
+
+fn check_readable(path: &Path, what: &str) -> Result<(), ConfigError> {
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut [0u8; 1]))
+        .map(|_| ())
+        .map_err(|source| ConfigError::Unreadable {
+            what: what.into(),
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn positive_secs(flag: &'static str, secs: f64) -> Result<Duration, ConfigError> {
+    if secs.is_finite() && secs > 0.0 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(ConfigError::Invalid {
+            flag,
+            reason: format!("{secs} is not a positive number of seconds"),
+        })
+    }
+}
+
+/// `client.py`'s origin: `<hostname> (<ipv4>)`; a failed lookup gives `unknown` instead of a crash.
+pub fn default_origin() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let ip = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), 0))
+        .ok()
+        .and_then(|mut addrs| addrs.find(|a| a.is_ipv4()))
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    format!("{host} ({ip})")
+}
+
+impl Settings {
+    /// Resolves the command line (with `matches` telling which values were typed, which came from
+    /// the environment and which are defaults) against the credentials file.
+    pub fn resolve(cli: &Cli, matches: &ArgMatches) -> Result<Settings, ConfigError> {
+        let mut sources = Vec::new();
+        let creds: Credentials = match &cli.credentials {
+            Some(path) => credentials::load(path)?,
+            None => Credentials::default(),
+        };
+        let mode = match (cli.producer, cli.consumer) {
+            (true, true) => Mode::Both,
+            (true, false) => Mode::Produce,
+            (false, true) => Mode::Consume,
+            (false, false) => {
+                return Err(ConfigError::Usage(
+                    "No client type args found: give --producer, --consumer or both".into(),
+                ))
+            }
+        };
+
+        let servers = pick_source(
+            &mut sources,
+            matches,
+            "servers",
+            "servers",
+            cli.servers.clone(),
+            creds.endpoints.clone(),
+        )
+        .filter(|s| !s.trim().is_empty());
+        let topic = pick_source(
+            &mut sources,
+            matches,
+            "topic",
+            "topic",
+            Some(cli.topic.clone()),
+            creds.topic.clone(),
+        )
+        .expect("topic has a default");
+        if topic.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                flag: "--topic",
+                reason: "empty topic name".into(),
+            });
+        }
+        if topic.contains('*') {
+            return Err(ConfigError::Invalid {
+                flag: "--topic",
+                reason: format!("{topic:?} is a wildcard; give a concrete topic name"),
+            });
+        }
+        let username = pick_source(
+            &mut sources,
+            matches,
+            "username",
+            "username",
+            cli.username.clone(),
+            creds.username.clone(),
+        );
+
+        let password = match (
+            source_of(matches, "password"),
+            source_of(matches, "password_file"),
+        ) {
+            (Some(Source::Flag), Some(Source::Flag)) => {
+                return Err(ConfigError::Usage(
+                    "give either --password or --password-file, not both".into(),
+                ))
+            }
+            (Some(Source::Flag), _) => {
+                sources.push(("password", Source::Flag));
+                cli.password.clone().map(Secret::new)
+            }
+            (_, Some(Source::Flag)) => {
+                sources.push(("password", Source::PasswordFile));
+                Some(read_password_file(
+                    cli.password_file.as_deref().expect("given"),
+                )?)
+            }
+            (Some(Source::Env), _) => {
+                sources.push(("password", Source::Env));
+                cli.password.clone().map(Secret::new)
+            }
+            (_, Some(Source::Env)) => {
+                sources.push(("password", Source::PasswordFile));
+                Some(read_password_file(
+                    cli.password_file.as_deref().expect("given"),
+                )?)
+            }
+            _ => creds.password.clone().inspect(|_| {
+                sources.push(("password", Source::CredentialsFile));
+            }),
+        };
+
+        let cluster = match &servers {
+            None => Cluster::Mock,
+            Some(s) => Cluster::Brokers(s.split(',').map(str::trim).collect::<Vec<_>>().join(",")),
+        };
+
+        let protocol = match (source_of(matches, "security_protocol"), creds.tls) {
+            (Some(src), _) => {
+                sources.push(("security-protocol", src));
+                Protocol::parse(&cli.security_protocol)?
+            }
+            (None, Some(true)) => {
+                sources.push(("security-protocol", Source::CredentialsFile));
+                Protocol::SaslSsl
+            }
+            _ => {
+                sources.push(("security-protocol", Source::Default));
+                Protocol::parse(&cli.security_protocol)?
+            }
+        };
+        // The mock cluster speaks neither SASL nor TLS.
+        let protocol = if cluster == Cluster::Mock {
+            Protocol::Plaintext
+        } else {
+            protocol
+        };
+
+        let sasl = if protocol.uses_sasl() {
+            let username = username.clone().ok_or_else(|| {
+                ConfigError::Usage(format!(
+                    "{} needs a username: give -u/--username, KAFKA_WORKLOAD_USERNAME or --credentials",
+                    protocol.as_str()
+                ))
+            })?;
+            let password = password.clone().ok_or_else(|| {
+                ConfigError::Usage(format!(
+                    "{} needs a password: give --password-file, -p/--password, KAFKA_WORKLOAD_PASSWORD or --credentials",
+                    protocol.as_str()
+                ))
+            })?;
+            Some(Sasl {
+                mechanism: cli.sasl_mechanism.clone(),
+                username,
+                password,
+            })
+        } else {
+            None
+        };
+
+        let tls = if protocol.uses_tls() {
+            let ca = match (&cli.cafile_path, &creds.tls_ca) {
+                (Some(path), _) => {
+                    check_readable(path, "CA file (--cafile-path)")?;
+                    Some(CaSource::File(path.clone()))
+                }
+                (None, Some(pem)) => {
+                    sources.push(("tls-ca", Source::CredentialsFile));
+                    Some(CaSource::Pem(pem.clone()))
+                }
+                (None, None) => None,
+            };
+            if let Some(cert) = &cli.certfile_path {
+                check_readable(cert, "certificate file (--certfile-path)")?;
+            }
+            if let Some(key) = &cli.keyfile_path {
+                check_readable(key, "key file (--keyfile-path)")?;
+            }
+            match (&cli.certfile_path, &cli.keyfile_path) {
+                (Some(_), None) => {
+                    return Err(ConfigError::Usage(
+                        "--certfile-path needs --keyfile-path (the client certificate's key)"
+                            .into(),
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::Usage(
+                        "--keyfile-path needs --certfile-path".into(),
+                    ))
+                }
+                _ => {}
+            }
+            Some(Tls {
+                ca,
+                cert: cli.certfile_path.clone(),
+                key: cli.keyfile_path.clone(),
+                check_hostname: cli.ssl_check_hostname,
+            })
+        } else {
+            None
+        };
+
+        // client.py's charm passes the literal string "None" when it has no prefix.
+        let prefix_given = pick_source(
+            &mut sources,
+            matches,
+            "consumer-group-prefix",
+            "consumer_group_prefix",
+            cli.consumer_group_prefix.clone(),
+            creds.consumer_group_prefix.clone(),
+        )
+        .filter(|p| !p.is_empty() && p != "None");
+        let group_prefix = match prefix_given {
+            Some(p) => p,
+            None => {
+                sources.push(("consumer-group-prefix", Source::Derived));
+                match &username {
+                    Some(u) => format!("{u}-"),
+                    None => "kafka-workload-".into(),
+                }
+            }
+        };
+        let group_id = cli
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("{group_prefix}1"));
+
+        if let Some(rate) = cli.rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(ConfigError::Invalid {
+                    flag: "--rate",
+                    reason: format!("{rate} is not a positive rate"),
+                });
+            }
+        }
+        for (flag, value) in [
+            ("--num-partitions", cli.num_partitions),
+            ("--replication-factor", cli.replication_factor),
+        ] {
+            if matches!(value, Some(v) if v < 1) {
+                return Err(ConfigError::Invalid {
+                    flag,
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+
+        let idle_timeout = match cli.idle_timeout {
+            Some(secs) => Some(positive_secs("--idle-timeout", secs)?),
+            None if cli.expect.is_some() || (mode == Mode::Both && !cli.consume_forever) => {
+                Some(Duration::from_secs(15))
+            }
+            None => None,
+        };
+
+        let log_messages = match cli.log_messages.trim() {
+            "all" => LogLimit::All,
+            "none" => LogLimit::First(0),
+            n => LogLimit::First(n.parse().map_err(|_| ConfigError::Invalid {
+                flag: "--log-messages",
+                reason: format!("{n:?} is not a number, `all` or `none`"),
+            })?),
+        };
+
+        let mut overrides = Vec::new();
+        for kv in &cli.kafka_config {
+            let (k, v) = kv.split_once('=').ok_or_else(|| ConfigError::Invalid {
+                flag: "-X/--kafka-config",
+                reason: format!("{kv:?} is not KEY=VALUE"),
+            })?;
+            overrides.push((k.trim().to_string(), v.to_string()));
+        }
+
+        let mongo = match &cli.mongo_uri {
+            None => None,
+            Some(uri) => Some(MongoSettings {
+                uri: Secret::new(uri.clone()),
+                database: match &cli.mongo_db {
+                    Some(db) => db.clone(),
+                    None => crate::sink::database_name_for_topic(&topic),
+                },
+            }),
+        };
+
+        let settings = Settings {
+            mode,
+            cluster,
+            topic,
+            protocol,
+            sasl,
+            tls,
+            password_file: cli.password_file.clone(),
+            producer: ProducerSettings {
+                num_messages: cli.num_messages,
+                rate: cli.rate,
+                message_size: cli.message_size,
+                acks: if cli.acks == "-1" {
+                    "all".into()
+                } else {
+                    cli.acks.clone()
+                },
+                replication_factor: cli.replication_factor,
+                num_partitions: cli.num_partitions,
+            },
+            consumer: ConsumerSettings {
+                group_id,
+                group_prefix,
+                expect: cli.expect,
+                max_records: cli.max_records,
+                idle_timeout,
+                stop_when_run_complete: mode == Mode::Both && !cli.consume_forever,
+            },
+            duration: cli
+                .duration
+                .map(|d| positive_secs("--duration", d))
+                .transpose()?,
+            origin: cli.origin.clone().unwrap_or_else(default_origin),
+            connect_timeout: positive_secs("--connect-timeout", cli.connect_timeout)?,
+            overrides,
+            output: OutputSettings {
+                log_file: cli.log_file.clone(),
+                log_messages,
+                report_interval: positive_secs("--report-interval", cli.report_interval)?,
+                json: cli.json.clone(),
+                asserts: cli.asserts.clone(),
+                progress: !cli.no_progress,
+            },
+            mongo,
+            sources,
+        };
+        Ok(settings)
+    }
+
+    /// Logs which source each setting came from (never a value).
+    pub fn log_sources(&self) {
+        for (setting, source) in &self.sources {
+            info!(setting, source = source.as_str(), "setting source");
+        }
+    }
+}

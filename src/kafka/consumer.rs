@@ -1,0 +1,289 @@
+//! The consumer loop: joins `<prefix>1` (or --group-id), reads from the earliest offset, decodes
+//! and audits every record, and stores a record's offset only after it has been processed, so
+//! the periodic and final commits never cover unprocessed records (at-least-once).
+//!
+//! It ends on cancellation, --duration, --idle-timeout, --expect, --max-records, or (alongside
+//! this process's producer) once every acknowledged message of the run has arrived.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::types::RDKafkaErrorCode;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::config::{client_config, Role};
+use super::context::{Trouble, WorkloadContext};
+use crate::config::Settings;
+use crate::error::Failure;
+use crate::report::stats::{record_latency, ConsumerShared, ProducerShared};
+use crate::workload::message::{decode, Decoded};
+
+struct ConsumerCtx {
+    base: WorkloadContext,
+    shared: Arc<ConsumerShared>,
+    subscribed_at: Instant,
+}
+
+impl ClientContext for ConsumerCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.base.log(level, fac, message)
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.base.error(error, reason)
+    }
+}
+
+impl ConsumerContext for ConsumerCtx {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                info!(partitions = ?partitions, "partitions assigned");
+                if !self.shared.assigned.swap(true, Ordering::SeqCst) {
+                    let mut t = self.shared.tally.lock().expect("poisoned");
+                    t.join_time = Some(self.subscribed_at.elapsed());
+                }
+            }
+            Rebalance::Revoke(tpl) => info!(partitions = tpl.count(), "partitions revoked"),
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// This process's producer, when the consumer runs alongside it.
+pub struct OwnRun {
+    /// The producer's run id.
+    pub run_id: String,
+    /// The producer's counters (done flag, acked count).
+    pub producer: Arc<ProducerShared>,
+}
+
+/// Everything the consumer loop needs.
+pub struct ConsumerJob {
+    /// The run's settings.
+    pub settings: Settings,
+    /// bootstrap.servers.
+    pub bootstrap: String,
+    /// The process's monotonic anchor (for this process's own messages).
+    pub anchor: Instant,
+    /// Shared tally.
+    pub shared: Arc<ConsumerShared>,
+    /// Stop when cancelled.
+    pub cancel: CancellationToken,
+    /// The producer of this process, if any.
+    pub own: Option<OwnRun>,
+}
+
+fn fatal_consume_error(err: &KafkaError, group: &str, topic: &str) -> Option<Failure> {
+    match err.rdkafka_error_code()? {
+        RDKafkaErrorCode::GroupAuthorizationFailed => Some(Failure::Authorization(format!(
+            "consumer group {group} ({err}); the user needs READ on a group prefix that covers it"
+        ))),
+        RDKafkaErrorCode::TopicAuthorizationFailed => Some(Failure::Authorization(format!(
+            "reading topic {topic} ({err}); the user needs READ on it"
+        ))),
+        _ => None,
+    }
+}
+
+/// Consumes until a stop condition; blocking: run it on a blocking thread.
+pub fn run(job: ConsumerJob) -> anyhow::Result<()> {
+    let s = &job.settings;
+    let group = s.consumer.group_id.clone();
+    let ctx = ConsumerCtx {
+        base: WorkloadContext::default(),
+        shared: job.shared.clone(),
+        subscribed_at: Instant::now(),
+    };
+    let consumer: BaseConsumer<ConsumerCtx> = client_config(s, Role::Consumer, &job.bootstrap)?
+        .create_with_context(ctx)
+        .context("cannot create the consumer")?;
+    info!(func = "<module>", "--consumer - Starting...");
+    consumer
+        .subscribe(&[&s.topic])
+        .with_context(|| format!("cannot subscribe to {}", s.topic))?;
+    info!(topic = %s.topic, group = %group, "subscribed");
+    job.shared.tally.lock().expect("poisoned").subscribed_at =
+        Some(consumer.context().subscribed_at);
+
+    let started = Instant::now();
+    let deadline = s.duration.map(|d| started + d);
+    let mut last_activity = Instant::now();
+    let log_limit = s.output.log_messages;
+    let own_run_id = job.own.as_ref().map(|o| o.run_id.clone());
+    let mut result: anyhow::Result<()> = Ok(());
+    let stop_reason: String = loop {
+        if job.cancel.is_cancelled() {
+            break "stop requested".into();
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break "duration reached".into();
+        }
+        if let Some(idle) = s.consumer.idle_timeout {
+            if last_activity.elapsed() >= idle {
+                break format!("no record for {:.0} s", idle.as_secs_f64());
+            }
+        }
+        if !job.shared.assigned.load(Ordering::Relaxed) {
+            // The idle clock starts once the group has assigned us partitions.
+            last_activity = Instant::now();
+            if let Some(Trouble::Authentication(cause) | Trouble::Tls(cause)) =
+                consumer.context().base.trouble()
+            {
+                result = Err(Failure::Authentication {
+                    servers: job.bootstrap.clone(),
+                    cause,
+                }
+                .into());
+                break "authentication failed".into();
+            }
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(e)) => {
+                if let Some(f) = fatal_consume_error(&e, &group, &s.topic) {
+                    result = Err(f.into());
+                    break "not authorized".into();
+                }
+                warn!(error = %e, "consumer error");
+            }
+            Some(Ok(msg)) => {
+                last_activity = Instant::now();
+                let mut t = job.shared.tally.lock().expect("poisoned");
+                process(&msg, &mut t, &job, own_run_id.as_deref(), log_limit);
+                drop(t);
+                if let Err(e) = consumer.store_offset_from_message(&msg) {
+                    warn!(error = %e, "cannot store offset");
+                }
+            }
+        }
+        if let Some(reason) = finished(&job, own_run_id.as_deref()) {
+            break reason;
+        }
+    };
+    info!(reason = %stop_reason, "consumer stopping");
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => info!(group = %group, "offsets committed"),
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => warn!(error = %e, "final offset commit failed"),
+    }
+    consumer.unsubscribe();
+    let mut t = job.shared.tally.lock().expect("poisoned");
+    t.stop_reason = Some(stop_reason);
+    result
+}
+
+fn finished(job: &ConsumerJob, own_run: Option<&str>) -> Option<String> {
+    let s = &job.settings;
+    let t = job.shared.tally.lock().expect("poisoned");
+    if let Some(expect) = s.consumer.expect {
+        if t.audit.distinct() >= expect {
+            return Some(format!("{expect} distinct messages arrived"));
+        }
+    }
+    if let Some(max) = s.consumer.max_records {
+        if t.records >= max {
+            return Some(format!("{max} records read"));
+        }
+    }
+    if let (true, Some(own), Some(run)) = (s.consumer.stop_when_run_complete, &job.own, own_run) {
+        if own.producer.done.load(Ordering::SeqCst) {
+            let acked = own.producer.tally.lock().expect("poisoned").acked;
+            if t.audit.distinct_of(run) >= acked {
+                return Some("every message of this run arrived".into());
+            }
+        }
+    }
+    None
+}
+
+fn process(
+    msg: &BorrowedMessage<'_>,
+    t: &mut crate::report::stats::ConsumerTally,
+    job: &ConsumerJob,
+    own_run: Option<&str>,
+    log_limit: crate::config::LogLimit,
+) {
+    let now = Instant::now();
+    if t.window.start.is_none() {
+        t.window.start = Some(now);
+        if let (Some(join), Some(subscribed)) = (t.join_time, t.subscribed_at) {
+            t.first_record_after_join = Some(
+                now.saturating_duration_since(subscribed)
+                    .saturating_sub(join),
+            );
+        }
+    }
+    t.window.end = Some(now);
+    let payload = msg.payload().unwrap_or(&[]);
+    if log_limit.allows(t.records) {
+        log_record(msg, payload);
+    }
+    t.records += 1;
+    t.bytes += payload.len() as u64;
+    match decode(payload) {
+        Decoded::Ours(f) => {
+            let run = f.run_id.expect("ours has a run id");
+            t.audit
+                .record(run, msg.partition(), f.seq.expect("ours has a seq"));
+            match (own_run == Some(run), f.sent_ns) {
+                (true, Some(sent_ns)) => {
+                    let now_ns = now.duration_since(job.anchor).as_nanos() as u64;
+                    record_latency(&mut t.e2e_monotonic, now_ns.saturating_sub(sent_ns) / 1000);
+                }
+                _ => record_wall_latency(t, f.timestamp),
+            }
+        }
+        Decoded::ForeignJson(f) => {
+            t.audit.record_foreign();
+            record_wall_latency(t, f.timestamp);
+        }
+        Decoded::NotJson => {
+            t.audit.record_foreign();
+            t.not_json += 1;
+            if t.not_json <= 10 {
+                warn!(
+                    partition = msg.partition(),
+                    offset = msg.offset(),
+                    "record is not a JSON object; counted as foreign"
+                );
+            }
+        }
+    }
+}
+
+fn record_wall_latency(t: &mut crate::report::stats::ConsumerTally, producer_ts: Option<f64>) {
+    if let Some(ts) = producer_ts {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let us = ((now - ts) * 1e6).max(0.0) as u64;
+        record_latency(&mut t.e2e_wall, us);
+    }
+}
+
+/// client.py logged kafka-python's ConsumerRecord repr for each record; keep that shape.
+fn log_record(msg: &BorrowedMessage<'_>, payload: &[u8]) {
+    let ts = msg.timestamp().to_millis().unwrap_or(-1);
+    let value = payload.escape_ascii();
+    info!(
+        target: "__main__",
+        func = "<module>",
+        "ConsumerRecord(topic='{}', partition={}, offset={}, timestamp={}, timestamp_type=0, key=None, value=b'{}', headers=[], checksum=None, serialized_key_size=-1, serialized_value_size={}, serialized_header_size=-1)",
+        msg.topic(),
+        msg.partition(),
+        msg.offset(),
+        ts,
+        value,
+        payload.len()
+    );
+}

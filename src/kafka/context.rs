@@ -1,0 +1,140 @@
+//! The librdkafka client context shared by our clients: librdkafka's log lines go to tracing, and
+//! its errors are remembered so that a connection attempt that times out can say why (wrong
+//! password, TLS failure, connection refused) instead of only "timed out".
+
+use std::sync::Mutex;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use tracing::{debug, error, info, warn};
+
+/// What went wrong with the brokers, as far as librdkafka told us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trouble {
+    /// SASL authentication failed (wrong password, unknown user, wrong mechanism).
+    Authentication(String),
+    /// TLS handshake or certificate failure.
+    Tls(String),
+    /// Anything else (connection refused, all brokers down, resolution failures).
+    Transport(String),
+}
+
+/// Logs librdkafka through tracing and remembers the worst recent error.
+#[derive(Default)]
+pub struct WorkloadContext {
+    trouble: Mutex<Option<Trouble>>,
+}
+
+impl WorkloadContext {
+    /// The remembered error, if any.
+    pub fn trouble(&self) -> Option<Trouble> {
+        self.trouble.lock().expect("poisoned").clone()
+    }
+
+    /// Forgets the remembered error (after a successful contact).
+    pub fn clear(&self) {
+        *self.trouble.lock().expect("poisoned") = None;
+    }
+
+    fn remember(&self, t: Trouble) {
+        let mut slot = self.trouble.lock().expect("poisoned");
+        // An authentication or TLS failure explains more than the transport errors that follow it.
+        let keep_old = matches!(
+            (&*slot, &t),
+            (
+                Some(Trouble::Authentication(_) | Trouble::Tls(_)),
+                Trouble::Transport(_)
+            )
+        );
+        if !keep_old {
+            *slot = Some(t);
+        }
+    }
+}
+
+/// Classifies a librdkafka error by its code and text.
+pub fn classify(code: Option<RDKafkaErrorCode>, text: &str) -> Trouble {
+    let lower = text.to_ascii_lowercase();
+    match code {
+        Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
+            Trouble::Authentication(text.to_string())
+        }
+        Some(RDKafkaErrorCode::SSL) => Trouble::Tls(text.to_string()),
+        _ if lower.contains("sasl authentication") || lower.contains("authentication failed") => {
+            Trouble::Authentication(text.to_string())
+        }
+        _ if lower.contains("ssl handshake")
+            || lower.contains("certificate verify")
+            || lower.contains("ssl:") =>
+        {
+            Trouble::Tls(text.to_string())
+        }
+        _ => Trouble::Transport(text.to_string()),
+    }
+}
+
+impl ClientContext for WorkloadContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                error!(target: "librdkafka", fac, "{message}")
+            }
+            RDKafkaLogLevel::Warning => warn!(target: "librdkafka", fac, "{message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                info!(target: "librdkafka", fac, "{message}")
+            }
+            RDKafkaLogLevel::Debug => debug!(target: "librdkafka", fac, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let trouble = classify(error.rdkafka_error_code(), reason);
+        match &trouble {
+            Trouble::Transport(_) => warn!(target: "librdkafka", error = %error, "{reason}"),
+            _ => error!(target: "librdkafka", error = %error, "{reason}"),
+        }
+        self.remember(trouble);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sasl_failures_are_authentication_and_outlive_later_transport_errors() {
+        let ctx = WorkloadContext::default();
+        ctx.remember(classify(
+            Some(RDKafkaErrorCode::Authentication),
+            "SASL authentication error: Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512",
+        ));
+        ctx.remember(classify(
+            Some(RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down",
+        ));
+        assert!(matches!(ctx.trouble(), Some(Trouble::Authentication(_))));
+    }
+
+    #[test]
+    fn tls_and_transport_errors_are_told_apart() {
+        assert!(matches!(
+            classify(
+                Some(RDKafkaErrorCode::SSL),
+                "SSL handshake failed: certificate verify failed"
+            ),
+            Trouble::Tls(_)
+        ));
+        assert!(matches!(
+            classify(
+                Some(RDKafkaErrorCode::BrokerTransportFailure),
+                "Connect to ipv4#127.0.0.1:1 failed: Connection refused"
+            ),
+            Trouble::Transport(_)
+        ));
+    }
+}

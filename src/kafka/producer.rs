@@ -1,0 +1,297 @@
+//! The producer loop: builds each value in a reused buffer, hands it to librdkafka without waiting
+//! for the acknowledgement, paces to --rate from a fixed schedule, and records every delivery
+//! report's latency in the tally from librdkafka's delivery thread.
+//!
+//! It leaves topic creation to [`super::cluster`] and printing to [`crate::report`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::config::{client_config, Role};
+use super::context::WorkloadContext;
+use crate::config::{LogLimit, Settings};
+use crate::error::Failure;
+use crate::report::stats::{record_latency, ProducerShared};
+use crate::workload::message::MessageWriter;
+
+/// A send time packed into librdkafka's per-message opaque pointer, so a delivery report knows its
+/// message's schedule without a per-message allocation: the scheduled send time in µs modulo 2^40
+/// (wrapping subtraction keeps latencies right for runs of any length) and how far behind that
+/// schedule the real send was, in µs, saturating at 2^24-1 (16.7 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendStamp(u64);
+
+const STAMP_TIME_BITS: u32 = 40;
+const STAMP_LAG_BITS: u32 = 24;
+const STAMP_TIME_MASK: u64 = (1 << STAMP_TIME_BITS) - 1;
+const STAMP_LAG_MAX: u64 = (1 << STAMP_LAG_BITS) - 1;
+
+impl SendStamp {
+    /// Packs the scheduled and actual send times (µs since the process anchor).
+    pub fn new(scheduled_us: u64, sent_us: u64) -> Self {
+        let lag = sent_us.saturating_sub(scheduled_us).min(STAMP_LAG_MAX);
+        SendStamp(((scheduled_us & STAMP_TIME_MASK) << STAMP_LAG_BITS) | lag)
+    }
+
+    /// (corrected, uncorrected) latency in µs for an acknowledgement at `now_us`.
+    pub fn latencies(self, now_us: u64) -> (u64, u64) {
+        let scheduled = self.0 >> STAMP_LAG_BITS;
+        let lag = self.0 & STAMP_LAG_MAX;
+        let corrected = (now_us & STAMP_TIME_MASK).wrapping_sub(scheduled) & STAMP_TIME_MASK;
+        (corrected, corrected.saturating_sub(lag))
+    }
+}
+
+/// Delivery reports land here.
+struct ProducerCtx {
+    base: WorkloadContext,
+    shared: Arc<ProducerShared>,
+    anchor: Instant,
+    topic: String,
+    log_limit: LogLimit,
+    /// A delivery error that makes further sending pointless (authorization, authentication).
+    fatal: Mutex<Option<String>>,
+    has_fatal: AtomicBool,
+}
+
+impl ClientContext for ProducerCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.base.log(level, fac, message)
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.base.error(error, reason)
+    }
+}
+
+fn is_fatal(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+            | RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownTopic
+            | RDKafkaErrorCode::Fatal
+    )
+}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let now_us = self.anchor.elapsed().as_micros() as u64;
+        let stamp = SendStamp(opaque as u64);
+        match result {
+            Ok(msg) => {
+                let (corrected, uncorrected) = stamp.latencies(now_us);
+                let len = msg.payload_len() as u64;
+                let acked = {
+                    let mut t = self.shared.tally.lock().expect("poisoned");
+                    t.acked += 1;
+                    t.bytes += len;
+                    record_latency(&mut t.ack_latency, corrected);
+                    record_latency(&mut t.ack_latency_uncorrected, uncorrected);
+                    t.acked
+                };
+                if self.log_limit.allows(acked - 1) {
+                    let content = msg
+                        .payload()
+                        .map(String::from_utf8_lossy)
+                        .unwrap_or_default();
+                    info!(
+                        target: "__main__",
+                        func = "produce_message",
+                        "Message published to topic={}, message content: {}",
+                        self.topic,
+                        content
+                    );
+                }
+            }
+            Err((err, _msg)) => {
+                let first = {
+                    let mut t = self.shared.tally.lock().expect("poisoned");
+                    t.failed += 1;
+                    let n = t.errors.entry(err.to_string()).or_insert(0);
+                    *n += 1;
+                    *n == 1
+                };
+                if first {
+                    warn!(error = %err, "delivery failed");
+                }
+                if let Some(code) = err.rdkafka_error_code() {
+                    if is_fatal(code) && !self.has_fatal.swap(true, Ordering::SeqCst) {
+                        *self.fatal.lock().expect("poisoned") =
+                            Some(format!("producing to topic {}: {err}", self.topic));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Everything the producer loop needs.
+pub struct ProducerJob {
+    /// The run's settings.
+    pub settings: Settings,
+    /// bootstrap.servers.
+    pub bootstrap: String,
+    /// This run's id, written into every message.
+    pub run_id: String,
+    /// The process's monotonic anchor.
+    pub anchor: Instant,
+    /// Shared counters.
+    pub shared: Arc<ProducerShared>,
+    /// Stop sending when cancelled.
+    pub cancel: CancellationToken,
+}
+
+/// How long a flush may take at the end before unacknowledged messages are given up.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Produces until the count, the duration, a fatal error or cancellation ends it, then flushes.
+/// Blocking: run it on a blocking thread.
+pub fn run(job: ProducerJob) -> anyhow::Result<()> {
+    let s = &job.settings;
+    let ctx = ProducerCtx {
+        base: WorkloadContext::default(),
+        shared: job.shared.clone(),
+        anchor: job.anchor,
+        topic: s.topic.clone(),
+        log_limit: s.output.log_messages,
+        fatal: Mutex::new(None),
+        has_fatal: AtomicBool::new(false),
+    };
+    let producer: ThreadedProducer<ProducerCtx> = client_config(s, Role::Producer, &job.bootstrap)?
+        .create_with_context(ctx)
+        .context("cannot create the producer")?;
+    info!(func = "<module>", "--producer - Starting...");
+
+    let mut writer = MessageWriter::new(&s.origin, &job.run_id, s.producer.message_size);
+    let total = s.producer.num_messages;
+    let interval = s.producer.rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    let started = Instant::now();
+    let start_us = job.anchor.elapsed().as_micros() as u64;
+    let deadline = s.duration.map(|d| started + d);
+    job.shared.window.lock().expect("poisoned").start = Some(started);
+    let mut id_hex = [0u8; 32];
+    let mut seq: u64 = 0;
+    while total == 0 || seq < total {
+        if seq % 256 == 0 {
+            if job.cancel.is_cancelled() {
+                info!(sent = seq, "stop requested: no more messages will be sent");
+                break;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+        if producer.context().has_fatal.load(Ordering::Relaxed) {
+            break;
+        }
+        let scheduled_us = match interval {
+            Some(iv) => {
+                let due = started + iv.mul_f64(seq as f64);
+                let now = Instant::now();
+                if due > now {
+                    // Sleep in short slices so cancellation stays prompt at low rates.
+                    let wait = due - now;
+                    if wait > Duration::from_millis(200) {
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    }
+                    std::thread::sleep(wait);
+                }
+                start_us + (iv.as_nanos() as u64 * seq) / 1000
+            }
+            None => job.anchor.elapsed().as_micros() as u64,
+        };
+        let sent_at = job.anchor.elapsed();
+        let epoch_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        uuid::Uuid::new_v4().simple().encode_lower(&mut id_hex);
+        let value = writer.write(seq, epoch_us, &id_hex, sent_at.as_nanos() as u64);
+        let stamp = SendStamp::new(scheduled_us, sent_at.as_micros() as u64);
+        let mut record: BaseRecord<'_, (), [u8], usize> =
+            BaseRecord::with_opaque_to(&s.topic, stamp.0 as usize).payload(value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    if job.cancel.is_cancelled()
+                        || producer.context().has_fatal.load(Ordering::Relaxed)
+                    {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+                Err((e, _)) => {
+                    job.shared.done.store(true, Ordering::SeqCst);
+                    return Err(anyhow::anyhow!("cannot send to topic {}: {e}", s.topic));
+                }
+            }
+        }
+        seq += 1;
+        job.shared.sent.store(seq, Ordering::Relaxed);
+    }
+
+    let flushed = producer.flush(FLUSH_TIMEOUT);
+    job.shared.window.lock().expect("poisoned").end = Some(Instant::now());
+    job.shared.done.store(true, Ordering::SeqCst);
+    if let Some(fatal) = producer.context().fatal.lock().expect("poisoned").clone() {
+        return Err(Failure::Authorization(fatal).into());
+    }
+    if let Err(e) = flushed {
+        let in_flight = producer.in_flight_count();
+        anyhow::bail!(
+            "{in_flight} messages were not acknowledged within {} s of the end: {e}",
+            FLUSH_TIMEOUT.as_secs()
+        );
+    }
+    let failed = job.shared.tally.lock().expect("poisoned").failed;
+    if failed > 0 {
+        anyhow::bail!("{failed} of {seq} messages could not be delivered");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_stamp_gives_corrected_and_uncorrected_latency() {
+        let s = SendStamp::new(1_000, 1_250);
+        assert_eq!(s.latencies(2_000), (1_000, 750));
+    }
+
+    #[test]
+    fn send_stamp_survives_the_40_bit_wrap() {
+        let scheduled = (1u64 << 40) - 10;
+        let s = SendStamp::new(scheduled, scheduled);
+        assert_eq!(s.latencies(scheduled + 30), (30, 30));
+    }
+
+    #[test]
+    fn send_stamp_lag_saturates_instead_of_overflowing() {
+        let s = SendStamp::new(0, 100_000_000);
+        let (corrected, uncorrected) = s.latencies(100_000_100);
+        assert_eq!(corrected, 100_000_100);
+        assert_eq!(uncorrected, 100_000_100 - STAMP_LAG_MAX);
+    }
+}

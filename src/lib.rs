@@ -1,0 +1,208 @@
+//! kafka-workload: produces and consumes Kafka messages as a test and load workload, a drop-in for
+//! kafka-test-app's `client.py` with measurement and a loss/duplicate/order audit.
+//!
+//! [`run`] takes resolved [`config::Settings`] and a shutdown token and returns the run's
+//! [`Outcome`]; `main.rs` only parses, sets up logging and maps the outcome to an exit code.
+//! Data flows one way: flags → settings → client config → loops → tallies → result → printers.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod kafka;
+pub mod logging;
+pub mod report;
+pub mod shutdown;
+pub mod sink;
+pub mod workload;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Settings;
+use crate::error::Failure;
+use crate::kafka::cluster::Connection;
+use crate::kafka::consumer::{self, ConsumerJob, OwnRun};
+use crate::kafka::producer::{self, ProducerJob};
+use crate::report::stats::{ConsumerShared, ProducerShared};
+use crate::report::summary::{self, RunResult};
+
+/// What a run ended with: its result (when it got far enough to have one) and its status.
+pub struct Outcome {
+    /// The measured result; `None` when the run failed before any work.
+    pub result: Option<RunResult>,
+    /// `Ok` or the error that decides the exit code.
+    pub status: anyhow::Result<()>,
+}
+
+/// How long the producer waits for this process's consumer to be assigned partitions before it
+/// starts anyway.
+const JOIN_WAIT: Duration = Duration::from_secs(30);
+
+/// Runs the workload until it is done or `shutdown` is cancelled.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
+    settings.log_sources();
+    let conn = match Connection::open(&settings).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome {
+                result: None,
+                status: Err(e),
+            }
+        }
+    };
+    if settings.mode.produces() {
+        if let Err(e) = conn.create_topic(&settings).await {
+            return Outcome {
+                result: None,
+                status: Err(e),
+            };
+        }
+    }
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
+    let anchor = Instant::now();
+    let work = shutdown.child_token();
+    let producer_shared = settings
+        .mode
+        .produces()
+        .then(|| Arc::new(ProducerShared::default()));
+    let consumer_shared = settings
+        .mode
+        .consumes()
+        .then(|| Arc::new(ConsumerShared::default()));
+
+    let progress_stop = CancellationToken::new();
+    let progress = tokio::spawn(report::progress::report(
+        settings.output.report_interval,
+        producer_shared.clone(),
+        consumer_shared.clone(),
+        progress_stop.clone(),
+    ));
+
+    let consumer_task = consumer_shared.as_ref().map(|shared| {
+        let job = ConsumerJob {
+            settings: settings.clone(),
+            bootstrap: conn.bootstrap.clone(),
+            anchor,
+            shared: shared.clone(),
+            cancel: work.clone(),
+            own: producer_shared.as_ref().map(|p| OwnRun {
+                run_id: run_id.clone(),
+                producer: p.clone(),
+            }),
+        };
+        let work = work.clone();
+        tokio::task::spawn_blocking(move || {
+            let r = consumer::run(job);
+            if r.is_err() {
+                work.cancel();
+            }
+            r
+        })
+    });
+
+    let producer_task = match &producer_shared {
+        None => None,
+        Some(shared) => {
+            if let Some(c) = &consumer_shared {
+                // Alongside a consumer, start once it has partitions so end-to-end latency
+                // measures delivery, not the group join.
+                let waited = Instant::now();
+                while !c.assigned.load(std::sync::atomic::Ordering::SeqCst)
+                    && waited.elapsed() < JOIN_WAIT
+                    && !work.is_cancelled()
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            let job = ProducerJob {
+                settings: settings.clone(),
+                bootstrap: conn.bootstrap.clone(),
+                run_id: run_id.clone(),
+                anchor,
+                shared: shared.clone(),
+                cancel: work.clone(),
+            };
+            let work = work.clone();
+            Some(tokio::task::spawn_blocking(move || {
+                let r = producer::run(job);
+                if r.is_err() {
+                    work.cancel();
+                }
+                r
+            }))
+        }
+    };
+
+    let mut status: anyhow::Result<()> = Ok(());
+    if let Some(task) = producer_task {
+        let r = task
+            .await
+            .context("producer thread panicked")
+            .and_then(|r| r);
+        if let Err(e) = r {
+            status = Err(e.context("producer"));
+        }
+    }
+    if let Some(task) = consumer_task {
+        let r = task
+            .await
+            .context("consumer thread panicked")
+            .and_then(|r| r);
+        if let (Err(e), true) = (r, status.is_ok()) {
+            status = Err(e.context("consumer"));
+        }
+    }
+    progress_stop.cancel();
+    let _ = progress.await;
+
+    let producer_result = producer_shared.as_ref().map(|p| {
+        let window = *p.window.lock().expect("poisoned");
+        summary::producer_result(p.sent(), &p.snapshot(), window.elapsed())
+    });
+    let expected = settings.consumer.expect.or_else(|| {
+        (settings.consumer.stop_when_run_complete)
+            .then(|| producer_result.as_ref().map(|p| p.acked))
+            .flatten()
+    });
+    let consumer_result = consumer_shared
+        .as_ref()
+        .map(|c| summary::consumer_result(&c.snapshot(), expected));
+    let result = RunResult {
+        schema: summary::SCHEMA.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        run_id,
+        topic: settings.topic.clone(),
+        mock_cluster: conn.is_mock(),
+        producer: producer_result,
+        consumer: consumer_result,
+    };
+    if status.is_ok() {
+        if let Some(c) = &result.consumer {
+            // Loss is a failure only when we know what should have arrived.
+            if c.audit.lost > 0 && c.audit.expected.is_some() {
+                status = Err(Failure::Audit(format!(
+                    "{} of {} expected messages did not arrive",
+                    c.audit.lost,
+                    c.audit.expected.unwrap_or(0)
+                ))
+                .into());
+            } else if c.audit.lost > 0 {
+                warn!(
+                    lost = c.audit.lost,
+                    "gaps in the sequence numbers: messages were lost"
+                );
+            }
+        }
+    }
+    if shutdown.is_cancelled() {
+        info!("stopped by signal");
+    }
+    Outcome {
+        result: Some(result),
+        status,
+    }
+}

@@ -1,0 +1,162 @@
+//! The tallies the Kafka loops fill: counts, bytes, latency histograms (µs) and the audit.
+//!
+//! Each tally has one writer (the producer's delivery-report thread, the consumer loop) and is
+//! behind an uncontended mutex so that the progress reporter can take snapshots. Sending an event
+//! per message down a channel would cost more than the work it reports.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::workload::audit::Audit;
+
+/// Highest latency the histograms track, in µs (1 hour); larger values are clamped.
+pub const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+/// A latency histogram in µs with 3 significant figures.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid bounds")
+}
+
+/// Records `us` into `h`, clamped to the histogram's range.
+#[inline]
+pub fn record_latency(h: &mut Histogram<u64>, us: u64) {
+    h.saturating_record(us.clamp(1, MAX_LATENCY_US));
+}
+
+/// What the producer's delivery reports add up to.
+#[derive(Debug, Clone)]
+pub struct ProducerTally {
+    /// Messages acknowledged by the brokers.
+    pub acked: u64,
+    /// Messages whose delivery failed.
+    pub failed: u64,
+    /// Value bytes acknowledged.
+    pub bytes: u64,
+    /// Ack latency from the scheduled send time (coordinated omission corrected), µs.
+    pub ack_latency: Histogram<u64>,
+    /// Ack latency from the actual send time, µs.
+    pub ack_latency_uncorrected: Histogram<u64>,
+    /// Delivery errors by name, with counts.
+    pub errors: std::collections::BTreeMap<String, u64>,
+}
+
+impl Default for ProducerTally {
+    fn default() -> Self {
+        ProducerTally {
+            acked: 0,
+            failed: 0,
+            bytes: 0,
+            ack_latency: latency_histogram(),
+            ack_latency_uncorrected: latency_histogram(),
+            errors: Default::default(),
+        }
+    }
+}
+
+/// The producer's shared state: the send loop counts `sent`, the delivery thread fills `tally`.
+#[derive(Debug, Default)]
+pub struct ProducerShared {
+    /// Messages handed to librdkafka.
+    pub sent: AtomicU64,
+    /// Set when the producer has finished (flushed or given up).
+    pub done: AtomicBool,
+    /// Delivery-report tally.
+    pub tally: Mutex<ProducerTally>,
+    /// When sending started and ended.
+    pub window: Mutex<Window>,
+}
+
+/// When a loop started and stopped doing its work.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Window {
+    /// First send / first record.
+    pub start: Option<Instant>,
+    /// Last ack / last record.
+    pub end: Option<Instant>,
+}
+
+impl Window {
+    /// Time between start and end (or now).
+    pub fn elapsed(&self) -> Duration {
+        match (self.start, self.end) {
+            (Some(s), Some(e)) => e.saturating_duration_since(s),
+            (Some(s), None) => s.elapsed(),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+impl ProducerShared {
+    /// A snapshot of the tally.
+    pub fn snapshot(&self) -> ProducerTally {
+        self.tally.lock().expect("poisoned").clone()
+    }
+    /// Messages sent so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+}
+
+/// What the consumer has seen.
+#[derive(Debug, Clone)]
+pub struct ConsumerTally {
+    /// Records received, of any kind.
+    pub records: u64,
+    /// Value bytes received.
+    pub bytes: u64,
+    /// Records that were not JSON objects.
+    pub not_json: u64,
+    /// The audit of kafka-workload messages.
+    pub audit: Audit,
+    /// End-to-end latency of this process's own messages, from a monotonic clock, µs.
+    pub e2e_monotonic: Histogram<u64>,
+    /// End-to-end latency of other processes' messages, from wall clocks, µs.
+    pub e2e_wall: Histogram<u64>,
+    /// When the consumer subscribed.
+    pub subscribed_at: Option<Instant>,
+    /// Time from subscribing to the first partition assignment.
+    pub join_time: Option<Duration>,
+    /// Time from the assignment to the first record.
+    pub first_record_after_join: Option<Duration>,
+    /// First and last record.
+    pub window: Window,
+    /// Why the consumer stopped.
+    pub stop_reason: Option<String>,
+}
+
+impl Default for ConsumerTally {
+    fn default() -> Self {
+        ConsumerTally {
+            records: 0,
+            bytes: 0,
+            not_json: 0,
+            audit: Audit::default(),
+            e2e_monotonic: latency_histogram(),
+            e2e_wall: latency_histogram(),
+            subscribed_at: None,
+            join_time: None,
+            first_record_after_join: None,
+            window: Window::default(),
+            stop_reason: None,
+        }
+    }
+}
+
+/// The consumer's shared state.
+#[derive(Debug, Default)]
+pub struct ConsumerShared {
+    /// The tally, written by the consumer loop.
+    pub tally: Mutex<ConsumerTally>,
+    /// Set once the consumer has its first assignment.
+    pub assigned: AtomicBool,
+}
+
+impl ConsumerShared {
+    /// A snapshot of the tally.
+    pub fn snapshot(&self) -> ConsumerTally {
+        self.tally.lock().expect("poisoned").clone()
+    }
+}

@@ -1,0 +1,285 @@
+//! The loss / duplicate / order audit: which sequence numbers of which producer run arrived, on
+//! which partition, in what order.
+//!
+//! Seen sequence numbers are kept as ranges per run, so memory follows the number of gaps, not the
+//! number of messages: 10^8 messages that arrive in order per partition cost a handful of ranges.
+//! Pure bookkeeping; the consumer loop feeds it and the report reads it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+/// A set of u64 kept as disjoint, non-adjacent half-open ranges `[start, end)`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeSet {
+    /// start -> end (exclusive).
+    ranges: BTreeMap<u64, u64>,
+    len: u64,
+}
+
+impl RangeSet {
+    /// Inserts `v`; false if it was already present.
+    pub fn insert(&mut self, v: u64) -> bool {
+        // The range starting at or before v.
+        let before = self.ranges.range(..=v).next_back().map(|(&s, &e)| (s, e));
+        if let Some((_, e)) = before {
+            if v < e {
+                return false;
+            }
+        }
+        self.len += 1;
+        let joins_before = matches!(before, Some((_, e)) if e == v);
+        let after_end = self.ranges.get(&(v + 1)).copied();
+        match (joins_before, after_end) {
+            (true, Some(end)) => {
+                self.ranges.remove(&(v + 1));
+                let start = before.expect("joins").0;
+                self.ranges.insert(start, end);
+            }
+            (true, None) => {
+                let start = before.expect("joins").0;
+                self.ranges.insert(start, v + 1);
+            }
+            (false, Some(end)) => {
+                self.ranges.remove(&(v + 1));
+                self.ranges.insert(v, end);
+            }
+            (false, None) => {
+                self.ranges.insert(v, v + 1);
+            }
+        }
+        true
+    }
+
+    /// Whether `v` is present.
+    pub fn contains(&self, v: u64) -> bool {
+        matches!(self.ranges.range(..=v).next_back(), Some((_, &e)) if v < e)
+    }
+
+    /// How many values are present.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many ranges it takes (memory use).
+    pub fn range_count(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// The largest value present.
+    pub fn max(&self) -> Option<u64> {
+        self.ranges.iter().next_back().map(|(_, &e)| e - 1)
+    }
+
+    /// How many values in `[0, upto)` are absent.
+    pub fn missing_below(&self, upto: u64) -> u64 {
+        let present: u64 = self
+            .ranges
+            .iter()
+            .take_while(|(&s, _)| s < upto)
+            .map(|(&s, &e)| e.min(upto) - s)
+            .sum();
+        upto - present
+    }
+
+    /// The absent values below `upto` as ranges, at most `limit` of them.
+    pub fn gaps_below(&self, upto: u64, limit: usize) -> Vec<(u64, u64)> {
+        let mut gaps = Vec::new();
+        let mut next = 0;
+        for (&s, &e) in &self.ranges {
+            if s >= upto || gaps.len() >= limit {
+                break;
+            }
+            if s > next {
+                gaps.push((next, s));
+            }
+            next = e;
+        }
+        if next < upto && gaps.len() < limit {
+            gaps.push((next, upto));
+        }
+        gaps
+    }
+
+    /// Adds every value of `other`.
+    pub fn merge(&mut self, other: &RangeSet) {
+        for (&s, &e) in &other.ranges {
+            for v in s..e {
+                self.insert(v);
+            }
+        }
+    }
+}
+
+/// Per-run bookkeeping.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct RunAudit {
+    /// Sequence numbers seen.
+    pub seen: RangeSet,
+    /// Records whose sequence number had already arrived.
+    pub duplicates: u64,
+    /// Records that arrived after a higher sequence number on the same partition.
+    pub out_of_order: u64,
+    /// The highest sequence number seen per partition.
+    #[serde(skip)]
+    last_on_partition: HashMap<i32, u64>,
+}
+
+/// What one record turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observation {
+    /// First time this sequence number arrived, in order on its partition.
+    New,
+    /// First arrival, but after a higher number on its partition.
+    NewOutOfOrder,
+    /// It had arrived before.
+    Duplicate,
+}
+
+/// The audit across every run seen by one consumer.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Audit {
+    /// Runs by run id.
+    pub runs: BTreeMap<String, RunAudit>,
+    /// Records that are not kafka-workload messages (client.py JSON, plain text, anything else).
+    pub foreign: u64,
+}
+
+impl Audit {
+    /// Records a kafka-workload message.
+    pub fn record(&mut self, run_id: &str, partition: i32, seq: u64) -> Observation {
+        let run = match self.runs.get_mut(run_id) {
+            Some(run) => run,
+            None => self.runs.entry(run_id.to_string()).or_default(),
+        };
+        if !run.seen.insert(seq) {
+            run.duplicates += 1;
+            return Observation::Duplicate;
+        }
+        let last = run.last_on_partition.entry(partition).or_insert(seq);
+        if seq < *last {
+            run.out_of_order += 1;
+            Observation::NewOutOfOrder
+        } else {
+            *last = seq;
+            Observation::New
+        }
+    }
+
+    /// Counts a record that is not ours.
+    pub fn record_foreign(&mut self) {
+        self.foreign += 1;
+    }
+
+    /// Distinct kafka-workload messages across runs.
+    pub fn distinct(&self) -> u64 {
+        self.runs.values().map(|r| r.seen.len()).sum()
+    }
+
+    /// Distinct messages of one run.
+    pub fn distinct_of(&self, run_id: &str) -> u64 {
+        self.runs.get(run_id).map_or(0, |r| r.seen.len())
+    }
+
+    /// Duplicates across runs.
+    pub fn duplicates(&self) -> u64 {
+        self.runs.values().map(|r| r.duplicates).sum()
+    }
+
+    /// Out-of-order arrivals across runs.
+    pub fn out_of_order(&self) -> u64 {
+        self.runs.values().map(|r| r.out_of_order).sum()
+    }
+
+    /// Messages missing below each run's highest sequence number (the gaps).
+    pub fn gaps(&self) -> u64 {
+        self.runs
+            .values()
+            .map(|r| r.seen.max().map_or(0, |m| r.seen.missing_below(m + 1)))
+            .sum()
+    }
+
+    /// Folds another consumer's audit into this one (for fleet merges).
+    pub fn merge(&mut self, other: &Audit) {
+        self.foreign += other.foreign;
+        for (id, theirs) in &other.runs {
+            let mine = self.runs.entry(id.clone()).or_default();
+            let before = mine.seen.len() + theirs.seen.len();
+            mine.seen.merge(&theirs.seen);
+            mine.duplicates += theirs.duplicates + (before - mine.seen.len());
+            mine.out_of_order += theirs.out_of_order;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_set_compacts_contiguous_values_in_any_order() {
+        let mut s = RangeSet::default();
+        for v in [5, 3, 4, 0, 2, 1] {
+            assert!(s.insert(v));
+        }
+        assert_eq!(s.range_count(), 1);
+        assert_eq!(s.len(), 6);
+        assert!(!s.insert(3));
+        assert!(s.contains(5) && !s.contains(6));
+        s.insert(10);
+        assert_eq!(s.range_count(), 2);
+        assert_eq!(s.missing_below(11), 4);
+        assert_eq!(s.gaps_below(12, 10), vec![(6, 10), (11, 12)]);
+        assert_eq!(s.max(), Some(10));
+    }
+
+    #[test]
+    fn a_million_in_order_values_over_six_interleaved_partitions_stay_one_range() {
+        let mut a = Audit::default();
+        for seq in 0..1_000_000u64 {
+            a.record("r", (seq % 6) as i32, seq);
+        }
+        assert_eq!(a.runs["r"].seen.range_count(), 1);
+        assert_eq!(
+            (a.distinct(), a.duplicates(), a.out_of_order(), a.gaps()),
+            (1_000_000, 0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn gaps_duplicates_and_reordering_are_told_apart() {
+        let mut a = Audit::default();
+        assert_eq!(a.record("r", 0, 0), Observation::New);
+        assert_eq!(a.record("r", 0, 2), Observation::New);
+        assert_eq!(a.record("r", 0, 1), Observation::NewOutOfOrder);
+        assert_eq!(a.record("r", 1, 1), Observation::Duplicate);
+        assert_eq!(a.record("r", 1, 5), Observation::New);
+        a.record_foreign();
+        assert_eq!(a.distinct(), 4);
+        assert_eq!(a.duplicates(), 1);
+        assert_eq!(a.out_of_order(), 1);
+        assert_eq!(a.gaps(), 2); // 3 and 4
+        assert_eq!(a.foreign, 1);
+    }
+
+    #[test]
+    fn merging_two_consumers_counts_overlap_as_duplicates() {
+        let mut a = Audit::default();
+        let mut b = Audit::default();
+        for s in 0..10 {
+            a.record("r", 0, s);
+        }
+        for s in 5..15 {
+            b.record("r", 1, s);
+        }
+        a.merge(&b);
+        assert_eq!(a.distinct(), 15);
+        assert_eq!(a.duplicates(), 5);
+        assert_eq!(a.gaps(), 0);
+    }
+}

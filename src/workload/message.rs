@@ -1,0 +1,216 @@
+//! The message value: client.py's JSON object (`timestamp`, `_id`, `origin`, `content`, in that
+//! order, with Python's `json.dumps` separators and ASCII escaping), followed by kafka-workload's
+//! own fields `run_id`, `seq` and `sent_ns` for the audit and in-process end-to-end latency.
+//!
+//! [`MessageWriter`] builds values into one reused buffer, so producing allocates nothing per
+//! message; [`decode`] reads any record and says whether it is ours, client.py's or foreign.
+
+use std::io::Write as _;
+
+use serde::Deserialize;
+
+/// Builds message values for one producer run into a reused buffer.
+pub struct MessageWriter {
+    prefix_origin: Vec<u8>,
+    run_suffix: Vec<u8>,
+    min_size: usize,
+    buf: Vec<u8>,
+}
+
+/// Appends `s` as a JSON string the way Python's `json.dumps` does (ASCII only).
+pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            '\u{08}' => out.extend_from_slice(b"\\b"),
+            '\u{0c}' => out.extend_from_slice(b"\\f"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+            c => out.push(c as u8),
+        }
+    }
+    out.push(b'"');
+}
+
+/// Python's repr of an epoch timestamp with microsecond precision: shortest digits, at least one
+/// after the point (`1768919219.744478`, `1768919219.5`, `1768919219.0`).
+pub fn push_py_timestamp(out: &mut Vec<u8>, epoch_micros: u64) {
+    let secs = epoch_micros / 1_000_000;
+    let mut frac = epoch_micros % 1_000_000;
+    let _ = write!(out, "{secs}.");
+    if frac == 0 {
+        out.push(b'0');
+        return;
+    }
+    let mut width = 6;
+    while frac % 10 == 0 {
+        frac /= 10;
+        width -= 1;
+    }
+    let _ = write!(out, "{frac:0width$}");
+}
+
+impl MessageWriter {
+    /// A writer for one run: `origin` goes into every message, `run_id` names the run, and values
+    /// are padded to at least `min_size` bytes by growing `content`.
+    pub fn new(origin: &str, run_id: &str, min_size: Option<usize>) -> Self {
+        let mut prefix_origin = b", \"origin\": ".to_vec();
+        push_json_str(&mut prefix_origin, origin);
+        prefix_origin.extend_from_slice(b", \"content\": \"Message #");
+        let mut run_suffix = b", \"run_id\": ".to_vec();
+        push_json_str(&mut run_suffix, run_id);
+        run_suffix.extend_from_slice(b", \"seq\": ");
+        MessageWriter {
+            prefix_origin,
+            run_suffix,
+            min_size: min_size.unwrap_or(0),
+            buf: Vec::with_capacity(256),
+        }
+    }
+
+    /// Builds message `seq` and returns its bytes (valid until the next call).
+    pub fn write(&mut self, seq: u64, epoch_micros: u64, id: &[u8; 32], sent_ns: u64) -> &[u8] {
+        let b = &mut self.buf;
+        b.clear();
+        b.extend_from_slice(b"{\"timestamp\": ");
+        push_py_timestamp(b, epoch_micros);
+        b.extend_from_slice(b", \"_id\": \"");
+        b.extend_from_slice(id);
+        b.push(b'"');
+        b.extend_from_slice(&self.prefix_origin);
+        let _ = write!(b, "{seq}");
+        let tail_len = self.run_suffix.len() + 20 + 14 + 20 + 2;
+        if self.min_size > b.len() + 1 + tail_len {
+            let pad = self.min_size - (b.len() + 1 + tail_len);
+            b.push(b' ');
+            b.resize(b.len() + pad, b'.');
+        }
+        b.push(b'"');
+        b.extend_from_slice(&self.run_suffix);
+        let _ = write!(b, "{seq}, \"sent_ns\": {sent_ns}}}");
+        b
+    }
+}
+
+/// What a record's value turned out to be.
+#[derive(Debug, PartialEq)]
+pub enum Decoded<'a> {
+    /// A kafka-workload message.
+    Ours(Fields<'a>),
+    /// JSON in client.py's shape (or any JSON object) without a run id and sequence number.
+    ForeignJson(Fields<'a>),
+    /// Not a JSON object (client.py's kafka-operator variant writes `Message #i`).
+    NotJson,
+}
+
+/// The fields read from a JSON value; all optional so that any object decodes.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+pub struct Fields<'a> {
+    /// Producer's wall clock, epoch seconds.
+    pub timestamp: Option<f64>,
+    /// uuid4 hex.
+    #[serde(rename = "_id", borrow)]
+    pub id: Option<&'a str>,
+    /// The producer run.
+    #[serde(borrow)]
+    pub run_id: Option<&'a str>,
+    /// Sequence number within the run.
+    pub seq: Option<u64>,
+    /// Producer's monotonic send time, ns since its process anchor.
+    pub sent_ns: Option<u64>,
+}
+
+/// Reads a record value.
+pub fn decode(value: &[u8]) -> Decoded<'_> {
+    // serde would also accept a JSON array for a struct; only objects are messages.
+    if value.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Decoded::NotJson;
+    }
+    match serde_json::from_slice::<Fields<'_>>(value) {
+        Ok(f) if f.run_id.is_some() && f.seq.is_some() => Decoded::Ours(f),
+        Ok(f) => Decoded::ForeignJson(f),
+        Err(_) => Decoded::NotJson,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &[u8; 32] = b"9f4da8c1df2547f18c4d3365f7fb1c54";
+
+    #[test]
+    fn value_keeps_client_py_key_order_and_separators() {
+        let mut w = MessageWriter::new("juju-29b29f-7 (10.157.174.242)", "run1", None);
+        let v = std::str::from_utf8(w.write(11, 1_768_919_219_744_478, ID, 42))
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            v,
+            "{\"timestamp\": 1768919219.744478, \"_id\": \"9f4da8c1df2547f18c4d3365f7fb1c54\", \
+             \"origin\": \"juju-29b29f-7 (10.157.174.242)\", \"content\": \"Message #11\", \
+             \"run_id\": \"run1\", \"seq\": 11, \"sent_ns\": 42}"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&v).unwrap();
+        assert_eq!(parsed["content"], "Message #11");
+    }
+
+    #[test]
+    fn python_timestamp_repr_drops_trailing_zeros() {
+        let mut out = Vec::new();
+        push_py_timestamp(&mut out, 1_700_000_000_500_000);
+        assert_eq!(out, b"1700000000.5");
+        out.clear();
+        push_py_timestamp(&mut out, 1_700_000_000_000_000);
+        assert_eq!(out, b"1700000000.0");
+        out.clear();
+        push_py_timestamp(&mut out, 1_700_000_000_000_010);
+        assert_eq!(out, b"1700000000.00001");
+    }
+
+    #[test]
+    fn origin_is_escaped_as_python_ensure_ascii_does() {
+        let mut out = Vec::new();
+        push_json_str(&mut out, "h\u{e9}st \"q\" \u{1F600}");
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "\"h\\u00e9st \\\"q\\\" \\ud83d\\ude00\""
+        );
+    }
+
+    #[test]
+    fn padded_value_reaches_the_requested_size_and_still_decodes() {
+        let mut w = MessageWriter::new("o", "r", Some(400));
+        let v = w.write(123456, 1, ID, 7).to_vec();
+        assert!(v.len() >= 400 && v.len() < 420, "{}", v.len());
+        match decode(&v) {
+            Decoded::Ours(f) => {
+                assert_eq!(
+                    (f.run_id, f.seq, f.sent_ns),
+                    (Some("r"), Some(123456), Some(7))
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn client_py_json_is_foreign_and_plain_text_is_not_json() {
+        let py = br#"{"timestamp": 1.5, "_id": "ab", "origin": "x", "content": "Message #1"}"#;
+        assert!(matches!(
+            decode(py),
+            Decoded::ForeignJson(Fields { id: Some("ab"), .. })
+        ));
+        assert_eq!(decode(b"Message #1"), Decoded::NotJson);
+        assert_eq!(decode(b"[1,2]"), Decoded::NotJson);
+    }
+}

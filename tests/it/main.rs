@@ -1,0 +1,5 @@
+//! The one integration-test binary: every test here runs our binary against the real test bed
+//! (scripts/test-bed) and checks the outcome with an independent client where it can.
+
+mod drop_in;
+mod fixture;

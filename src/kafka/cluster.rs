@@ -159,7 +159,9 @@ fn owned_servers(settings: &Settings) -> String {
 /// Asks for cluster metadata until it answers, an authentication/TLS failure is reported, or
 /// --connect-timeout passes.
 fn check_contact(settings: &Settings, servers: &str) -> anyhow::Result<()> {
-    let client: AdminClient<WorkloadContext> = client_config(settings, Role::Admin, servers)?
+    // A producer handle, because it lets us serve librdkafka's error events (poll), which is how
+    // authentication and TLS failures are reported.
+    let client: BaseProducer<WorkloadContext> = client_config(settings, Role::Admin, servers)?
         .create_with_context(WorkloadContext::default())
         .map_err(|e| anyhow::anyhow!(client_creation_error(&e.to_string())))
         .map_err(|e| {
@@ -172,12 +174,13 @@ fn check_contact(settings: &Settings, servers: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let attempt = client.inner().fetch_metadata(
+        let attempt = client.client().fetch_metadata(
             None,
             left.min(Duration::from_secs(1))
                 .max(Duration::from_millis(100)),
         );
-        match (attempt, client.inner().context().trouble()) {
+        client.poll(Duration::ZERO);
+        match (attempt, client.context().trouble()) {
             (Ok(md), _) => {
                 info!(
                     servers,

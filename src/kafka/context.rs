@@ -102,6 +102,12 @@ impl ClientContext for WorkloadContext {
     }
 }
 
+// Lets a plain producer handle serve as the connectivity probe.
+impl rdkafka::producer::ProducerContext for WorkloadContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,10 +116,12 @@ impl Bed {
         User { name, password }
     }
 
-    /// Grants `roles` on `topic` to the mTLS client certificate's principal.
-    pub fn grant_mtls(&self, topic: &str, roles: &str) {
+    /// Grants `roles` on `topic` to the mTLS client certificate's principal; consumer groups are
+    /// granted under the prefix `<returned name>-`.
+    pub fn grant_mtls(&self, topic: &str, roles: &str) -> String {
         let name = unique("mtls");
         self.script_ok(&["user", &name, "--mtls", "--topic", topic, "--roles", roles]);
+        name
     }
 
     fn script_ok(&self, args: &[&str]) {

@@ -5,12 +5,14 @@
 //! and the [`Secret`] type. It leaves librdkafka's property names to [`crate::kafka::client_config`].
 
 mod credentials;
+mod rotation;
 mod secret;
 mod settings;
 
 pub use credentials::{load as load_credentials, parse as parse_credentials, Credentials};
+pub use rotation::PasswordWatch;
 pub use secret::Secret;
 pub use settings::{
-    read_password_file, CaSource, Cluster, ConsumerSettings, LogLimit, Mode, MongoSettings,
+    read_password_file, CaSource, PasswordFile, Cluster, ConsumerSettings, LogLimit, Mode, MongoSettings,
     OutputSettings, ProducerSettings, Protocol, Sasl, Settings, Source, Tls,
 };

@@ -54,6 +54,43 @@ impl WorkloadContext {
     }
 }
 
+/// Hands a new SASL password to a running client; connections made from now on use it.
+pub fn set_sasl_password<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    watch: &crate::config::PasswordWatch,
+) -> Result<(), String> {
+    let user = std::ffi::CString::new(watch.username()).map_err(|_| "username has a NUL byte".to_string())?;
+    let pw = std::ffi::CString::new(watch.password().expose()).map_err(|_| "password has a NUL byte".to_string())?;
+    // SAFETY: the handle is alive for the borrow of `client`; librdkafka copies both strings.
+    unsafe {
+        let err = rdkafka::bindings::rd_kafka_sasl_set_credentials(client.native_ptr(), user.as_ptr(), pw.as_ptr());
+        if err.is_null() {
+            return Ok(());
+        }
+        let text = std::ffi::CStr::from_ptr(rdkafka::bindings::rd_kafka_error_string(err)).to_string_lossy().into_owned();
+        rdkafka::bindings::rd_kafka_error_destroy(err);
+        Err(text)
+    }
+}
+
+/// Applies a rotated password when the watch's generation moved past `applied`.
+pub fn apply_rotation<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    watch: Option<&crate::config::PasswordWatch>,
+    applied: &mut u64,
+) {
+    if let Some(w) = watch {
+        let generation = w.generation();
+        if generation != *applied {
+            *applied = generation;
+            match set_sasl_password(client, w) {
+                Ok(()) => info!(generation, "rotated password applied to the client"),
+                Err(e) => warn!(error = %e, "cannot apply the rotated password"),
+            }
+        }
+    }
+}
+
 /// Classifies a librdkafka error by its code and text.
 pub fn classify(code: Option<RDKafkaErrorCode>, text: &str) -> Trouble {
     let lower = text.to_ascii_lowercase();

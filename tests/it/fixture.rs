@@ -124,6 +124,11 @@ impl Bed {
         name
     }
 
+    /// Changes a user's SCRAM password on the brokers (its grants stay).
+    pub fn set_password(&self, user: &User, topic: &str, roles: &str, password: &str) {
+        self.script_ok(&["user", &user.name, password, "--topic", topic, "--roles", roles]);
+    }
+
     fn script_ok(&self, args: &[&str]) {
         let out = Command::new(&self.script).args(args).output().expect("run scripts/test-bed");
         assert!(
@@ -248,13 +253,20 @@ pub fn kcat_produce(topic: &str, lines: &[String]) {
     assert!(out.status.success(), "kcat produce failed: {out}");
 }
 
-/// Creates a topic with `partitions` partitions as the open listener's super user.
+/// Creates a topic with `partitions` partitions (RF 1) through the open listener, as a setup step.
 pub fn create_topic(topic: &str, partitions: i32) {
-    let mut cmd = workload();
-    cmd.args(["--producer", "-n", "0", "--duration", "0.01", "-x", "PLAINTEXT", "-s", &bed().plaintext, "-t", topic])
-        .args(["--num-partitions", &partitions.to_string(), "-r", "1"]);
-    let out = run(cmd, Duration::from_secs(60));
-    assert_eq!(out.code(), 0, "topic creation failed: {out}");
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bed().plaintext)
+        .create()
+        .expect("admin client");
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let results = futures::executor::block_on(admin.create_topics([&new], &opts)).expect("create_topics");
+    for r in results {
+        r.unwrap_or_else(|(name, code)| panic!("creating {name}: {code}"));
+    }
 }
 
 /// Writes a file in a temp dir that lives as long as the returned guard.

@@ -231,5 +231,8 @@ pub enum Command {
         /// Write the merged result as JSON here too.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        /// Threshold that must hold for the merged result, e.g. `p99<20ms`; repeatable.
+        #[arg(long = "assert", value_name = "COND", action = ArgAction::Append)]
+        asserts: Vec<String>,
     },
 }

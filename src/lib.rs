@@ -76,7 +76,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
 
     let progress_stop = CancellationToken::new();
     let progress = tokio::spawn(report::progress::report(
-        settings.output.report_interval,
+        report::progress::Plan::from_settings(&settings),
         producer_shared.clone(),
         consumer_shared.clone(),
         progress_stop.clone(),
@@ -161,7 +161,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
 
     let producer_result = producer_shared.as_ref().map(|p| {
         let window = *p.window.lock().expect("poisoned");
-        summary::producer_result(p.sent(), &p.snapshot(), window.elapsed())
+        summary::producer_result(p.sent(), &p.snapshot(), &window)
     });
     let expected = settings.consumer.expect.or_else(|| {
         (settings.consumer.stop_when_run_complete)
@@ -170,7 +170,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
     });
     let consumer_result = consumer_shared
         .as_ref()
-        .map(|c| summary::consumer_result(&c.snapshot(), expected));
+        .map(|c| {
+            summary::consumer_result(&c.snapshot(), expected, &settings.consumer.group_id)
+        });
     let result = RunResult {
         schema: summary::SCHEMA.into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -179,6 +181,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
         mock_cluster: conn.is_mock(),
         producer: producer_result,
         consumer: consumer_result,
+        ..Default::default()
     };
     if status.is_ok() {
         if let Some(c) = &result.consumer {

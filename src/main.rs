@@ -16,9 +16,13 @@ fn main() -> ExitCode {
         eprintln!("kafka-workload: error: {e:#}");
         return ExitCode::from(error::exit_code(&e));
     }
-    if let Some(cli::Command::Merge { .. }) = &cli.command {
-        eprintln!("kafka-workload: error: merge is not available yet");
-        return ExitCode::from(error::EXIT_USAGE);
+    if let Some(cli::Command::Merge {
+        files,
+        json,
+        asserts,
+    }) = &cli.command
+    {
+        return exit(merge(files, json.as_deref(), asserts));
     }
     let settings = match Settings::resolve(&cli, &matches) {
         Ok(s) => s,
@@ -27,6 +31,14 @@ fn main() -> ExitCode {
             eprintln!("kafka-workload: error: {e:#}");
             return ExitCode::from(error::exit_code(&e));
         }
+    };
+    // Thresholds are checked before any broker is contacted.
+    let conditions = match report::assert::parse_all(&settings.output.asserts).and_then(|c| {
+        report::assert::check_measurable(&c, settings.mode.produces(), settings.mode.consumes())
+            .map(|()| c)
+    }) {
+        Ok(c) => c,
+        Err(e) => return exit(Err(e.into())),
     };
     let json_path = settings.output.json.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -45,24 +57,39 @@ fn main() -> ExitCode {
         kafka_workload::run(settings, token).await
     });
     let mut status = outcome.status;
-    if let Some(result) = &outcome.result {
-        let mut out = std::io::stdout().lock();
-        let _ = report::summary::write_text(&mut out, result);
-        if let Some(path) = &json_path {
-            let written = serde_json::to_vec_pretty(result)
-                .map_err(anyhow::Error::from)
-                .and_then(|bytes| std::fs::write(path, bytes).map_err(anyhow::Error::from));
-            if let Err(e) = written {
-                eprintln!(
-                    "kafka-workload: error: cannot write {}: {e}",
-                    path.display()
-                );
-                if status.is_ok() {
-                    status = Err(e);
-                }
-            }
+    if let Some(mut result) = outcome.result {
+        let concluded = report::conclude(
+            &mut std::io::stdout().lock(),
+            &mut result,
+            &conditions,
+            json_path.as_deref(),
+        );
+        // A failed run keeps its own exit code; thresholds decide only when it succeeded.
+        if let (Err(e), true) = (concluded, status.is_ok()) {
+            status = Err(e);
         }
     }
+    exit(status)
+}
+
+/// `kafka-workload merge`: combine result files, print, write, check.
+fn merge(
+    files: &[std::path::PathBuf],
+    json: Option<&std::path::Path>,
+    asserts: &[String],
+) -> anyhow::Result<()> {
+    let conditions = report::assert::parse_all(asserts)?;
+    let mut result = report::merge::merge_files(files)?;
+    report::conclude(
+        &mut std::io::stdout().lock(),
+        &mut result,
+        &conditions,
+        json,
+    )
+}
+
+/// Prints the error with its causes and picks the exit code.
+fn exit(status: anyhow::Result<()>) -> ExitCode {
     match status {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

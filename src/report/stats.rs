@@ -26,6 +26,34 @@ pub fn record_latency(h: &mut Histogram<u64>, us: u64) {
     h.saturating_record(us.clamp(1, MAX_LATENCY_US));
 }
 
+/// Encodes a histogram the way HdrHistogram's tools exchange them: V2 deflate serialization in
+/// standard base64 (the `HISTFAAA...` strings that HdrHistogram's log processors read).
+pub fn encode_histogram(h: &Histogram<u64>) -> String {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::Serializer as _;
+    let mut bytes = Vec::new();
+    hdrhistogram::serialization::V2DeflateSerializer::new()
+        .serialize(h, &mut bytes)
+        .expect("serializing into memory cannot fail");
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Decodes what [`encode_histogram`] wrote (plain V2 serialization is read too); an empty string
+/// is an empty histogram.
+pub fn decode_histogram(encoded: &str) -> anyhow::Result<Histogram<u64>> {
+    use anyhow::Context as _;
+    use base64::Engine as _;
+    if encoded.is_empty() {
+        return Ok(latency_histogram());
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .context("histogram is not base64")?;
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut std::io::Cursor::new(bytes))
+        .map_err(|e| anyhow::anyhow!("histogram is not an HdrHistogram V2 serialization: {e:?}"))
+}
+
 /// What the producer's delivery reports add up to.
 #[derive(Debug, Clone)]
 pub struct ProducerTally {
@@ -158,5 +186,38 @@ impl ConsumerShared {
     /// A snapshot of the tally.
     pub fn snapshot(&self) -> ConsumerTally {
         self.tally.lock().expect("poisoned").clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_survive_encoding_and_merge_exactly() {
+        let mut a = latency_histogram();
+        let mut b = latency_histogram();
+        for v in 1..=1000 {
+            record_latency(&mut a, v * 10);
+            record_latency(&mut b, v * 1000);
+        }
+        let a2 = decode_histogram(&encode_histogram(&a)).unwrap();
+        assert_eq!(a2, a);
+        let mut merged = decode_histogram("").unwrap();
+        merged.add(&a2).unwrap();
+        merged
+            .add(decode_histogram(&encode_histogram(&b)).unwrap())
+            .unwrap();
+        let mut direct = latency_histogram();
+        direct.add(&a).unwrap();
+        direct.add(&b).unwrap();
+        assert_eq!(merged.len(), 2000);
+        assert_eq!(merged, direct);
+        assert_eq!(
+            merged.value_at_quantile(0.99),
+            direct.value_at_quantile(0.99)
+        );
+        assert!(encode_histogram(&a).starts_with("HISTF"));
+        assert!(decode_histogram("not base64!").is_err());
     }
 }

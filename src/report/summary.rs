@@ -1,25 +1,32 @@
 //! The result of a run: what was produced and consumed, how fast, with which latencies, and the
 //! audit verdict. Serialized as JSON (`--json`, schema `kafka-workload/result/v1`, documented in
-//! docs/results-schema.md) and printed as text.
+//! docs/results-schema.md and docs/results.schema.json) and printed as text.
+//!
+//! The JSON carries everything needed to combine results exactly ([`super::merge`]): the latency
+//! histograms themselves (HdrHistogram V2, base64), the audit's ranges of sequence numbers, and
+//! the wall-clock windows the throughput was measured over. Building and printing only: the
+//! tallies are filled in [`super::stats`], thresholds live in [`super::assert`].
 
+use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::stats::{ConsumerTally, ProducerTally};
-use crate::workload::audit::Audit;
+use super::assert::Check;
+use super::stats::{decode_histogram, encode_histogram, ConsumerTally, ProducerTally, Window};
+use crate::workload::audit::{Audit, RunAudit};
 
 /// Schema identifier written into every JSON result.
 pub const SCHEMA: &str = "kafka-workload/result/v1";
 
-/// Percentiles of one latency histogram, in microseconds.
+/// Percentiles of one latency histogram, in microseconds, with the histogram itself.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     /// Number of values recorded.
     pub count: u64,
-    /// Mean, µs.
+    /// Mean, µs (one decimal).
     pub mean_us: f64,
     /// 50th percentile, µs.
     pub p50_us: u64,
@@ -31,10 +38,13 @@ pub struct Latency {
     pub p999_us: u64,
     /// Maximum, µs.
     pub max_us: u64,
+    /// The histogram (µs, 3 significant figures): HdrHistogram V2 deflate serialization, base64.
+    /// Empty means no values.
+    pub histogram: String,
 }
 
 impl Latency {
-    /// Reads the percentiles from a histogram.
+    /// Reads the percentiles from a histogram and keeps the histogram.
     pub fn from_histogram(h: &Histogram<u64>) -> Latency {
         if h.is_empty() {
             return Latency::default();
@@ -47,7 +57,70 @@ impl Latency {
             p99_us: h.value_at_quantile(0.99),
             p999_us: h.value_at_quantile(0.999),
             max_us: h.max(),
+            histogram: encode_histogram(h),
         }
+    }
+
+    /// The histogram these figures were read from.
+    pub fn histogram(&self) -> anyhow::Result<Histogram<u64>> {
+        decode_histogram(&self.histogram)
+    }
+}
+
+/// A stretch of wall-clock time, in microseconds since the Unix epoch.
+///
+/// The end is the start plus the monotonic clock's elapsed time, so the length is immune to
+/// wall-clock steps during the run; only the position depends on the wall clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    /// When the work started, µs since the epoch.
+    pub start_unix_us: u64,
+    /// When the work ended, µs since the epoch.
+    pub end_unix_us: u64,
+}
+
+impl Span {
+    /// Places a monotonic window on the wall clock; `None` if the work never started.
+    pub fn from_window(w: &Window) -> Option<Span> {
+        let start = w.start?;
+        let (now_wall, now_mono) = (SystemTime::now(), Instant::now());
+        let ago = now_mono.saturating_duration_since(start);
+        let start_unix_us = now_wall
+            .checked_sub(ago)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_micros() as u64);
+        Some(Span {
+            start_unix_us,
+            end_unix_us: start_unix_us + w.elapsed().as_micros() as u64,
+        })
+    }
+
+    /// Its length.
+    pub fn duration(&self) -> Duration {
+        Duration::from_micros(self.end_unix_us.saturating_sub(self.start_unix_us))
+    }
+
+    /// The total length of the union of `spans`: overlapping time counts once, and time when
+    /// none of them was working does not count.
+    pub fn union_duration(spans: &[Span]) -> Duration {
+        let mut sorted = spans.to_vec();
+        sorted.sort_by_key(|s| s.start_unix_us);
+        let mut total = 0u64;
+        let mut current: Option<(u64, u64)> = None;
+        for s in sorted {
+            current = match current {
+                Some((a, b)) if s.start_unix_us <= b => Some((a, b.max(s.end_unix_us))),
+                Some((a, b)) => {
+                    total += b - a;
+                    Some((s.start_unix_us, s.end_unix_us.max(s.start_unix_us)))
+                }
+                None => Some((s.start_unix_us, s.end_unix_us.max(s.start_unix_us))),
+            };
+        }
+        if let Some((a, b)) = current {
+            total += b - a;
+        }
+        Duration::from_micros(total)
     }
 }
 
@@ -93,22 +166,30 @@ pub struct ProducerResult {
     pub failed: u64,
     /// Value bytes acknowledged.
     pub bytes: u64,
-    /// Rates of acknowledged messages over the sending window.
+    /// From the first send to the end of the final flush; `None` if nothing was sent.
+    pub window: Option<Span>,
+    /// Rates of acknowledged messages over the window.
     pub throughput: Throughput,
     /// Send → acknowledgement, from the scheduled send time (coordinated omission corrected).
     pub ack_latency: Latency,
     /// Send → acknowledgement, from the actual send time.
     pub ack_latency_uncorrected: Latency,
+    /// Delivery errors by librdkafka's description, with counts.
+    pub errors: BTreeMap<String, u64>,
 }
 
 /// The consumer's side of the result.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConsumerResult {
+    /// The consumer group.
+    pub group_id: String,
     /// Records read, of any kind.
     pub records: u64,
     /// Value bytes read.
     pub bytes: u64,
-    /// Rates over the window from the first to the last record (fetch time, join excluded).
+    /// From the first record to the last; `None` if no record arrived.
+    pub window: Option<Span>,
+    /// Rates over the window (fetch time: the group join is excluded).
     pub throughput: Throughput,
     /// Milliseconds from subscribing to the first partition assignment.
     pub group_join_ms: Option<f64>,
@@ -124,15 +205,17 @@ pub struct ConsumerResult {
     pub audit: AuditResult,
 }
 
-/// The audit's verdict and counts.
+/// The audit's verdict and counts, and the ranges they were computed from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditResult {
+    /// `clean` (nothing lost) or `loss`.
+    pub verdict: String,
     /// Distinct kafka-workload messages.
     pub distinct: u64,
     /// Messages expected (--expect, or this run's acknowledged count).
     pub expected: Option<u64>,
-    /// Messages known lost: gaps below each run's highest sequence number, plus the shortfall
-    /// against `expected`.
+    /// Messages known lost: gaps below each run's highest sequence number, or the shortfall
+    /// against `expected` when that is larger.
     pub lost: u64,
     /// Records that repeated a sequence number.
     pub duplicates: u64,
@@ -142,10 +225,9 @@ pub struct AuditResult {
     pub foreign: u64,
     /// Foreign records that were not JSON at all.
     pub not_json: u64,
-    /// Producer runs seen.
-    pub runs: usize,
-    /// `clean` or `loss`.
-    pub verdict: String,
+    /// Per producer run id: the sequence numbers that arrived, as `[start, end)` ranges, with
+    /// that run's duplicates and out-of-order arrivals.
+    pub runs: BTreeMap<String, RunAudit>,
 }
 
 impl AuditResult {
@@ -156,6 +238,7 @@ impl AuditResult {
         let shortfall = expected.map_or(0, |e| e.saturating_sub(distinct));
         let lost = gaps.max(shortfall);
         AuditResult {
+            verdict: if lost == 0 { "clean" } else { "loss" }.into(),
             distinct,
             expected,
             lost,
@@ -163,8 +246,15 @@ impl AuditResult {
             out_of_order: audit.out_of_order(),
             foreign: audit.foreign,
             not_json,
-            runs: audit.runs.len(),
-            verdict: if lost == 0 { "clean" } else { "loss" }.into(),
+            runs: audit.runs.clone(),
+        }
+    }
+
+    /// The audit these figures were computed from.
+    pub fn audit(&self) -> Audit {
+        Audit {
+            runs: self.runs.clone(),
+            foreign: self.foreign,
         }
     }
 }
@@ -176,37 +266,57 @@ pub struct RunResult {
     pub schema: String,
     /// kafka-workload's version.
     pub version: String,
-    /// The producer run id (also in every message).
+    /// The producer run id (also in every message); `merged` for a merge.
     pub run_id: String,
-    /// The topic.
+    /// The topic (a merge of several topics lists them, comma-separated).
     pub topic: String,
     /// Whether this ran on the in-process mock cluster.
     pub mock_cluster: bool,
+    /// For a merge: the run ids of the results combined, in order; empty for a single run.
+    #[serde(default)]
+    pub merged_from: Vec<String>,
     /// The producer's result, when it produced.
     pub producer: Option<ProducerResult>,
     /// The consumer's result, when it consumed.
     pub consumer: Option<ConsumerResult>,
+    /// The --assert conditions and whether each held.
+    #[serde(default)]
+    pub checks: Vec<Check>,
 }
 
-/// Builds the producer result from its tally.
-pub fn producer_result(sent: u64, t: &ProducerTally, elapsed: Duration) -> ProducerResult {
+/// Builds the producer result from its tally and its sending window.
+pub fn producer_result(sent: u64, t: &ProducerTally, window: &Window) -> ProducerResult {
+    let span = Span::from_window(window);
     ProducerResult {
         sent,
         acked: t.acked,
         failed: t.failed,
         bytes: t.bytes,
-        throughput: Throughput::new(t.acked, t.bytes, elapsed),
+        window: span,
+        throughput: Throughput::new(
+            t.acked,
+            t.bytes,
+            span.map_or(Duration::ZERO, |s| s.duration()),
+        ),
         ack_latency: Latency::from_histogram(&t.ack_latency),
         ack_latency_uncorrected: Latency::from_histogram(&t.ack_latency_uncorrected),
+        errors: t.errors.clone(),
     }
 }
 
 /// Builds the consumer result from its tally.
-pub fn consumer_result(t: &ConsumerTally, expected: Option<u64>) -> ConsumerResult {
+pub fn consumer_result(t: &ConsumerTally, expected: Option<u64>, group_id: &str) -> ConsumerResult {
+    let span = Span::from_window(&t.window);
     ConsumerResult {
+        group_id: group_id.to_string(),
         records: t.records,
         bytes: t.bytes,
-        throughput: Throughput::new(t.records, t.bytes, t.window.elapsed()),
+        window: span,
+        throughput: Throughput::new(
+            t.records,
+            t.bytes,
+            span.map_or(Duration::ZERO, |s| s.duration()),
+        ),
         group_join_ms: t.join_time.map(|d| d.as_secs_f64() * 1000.0),
         first_record_ms: t.first_record_after_join.map(|d| d.as_secs_f64() * 1000.0),
         e2e_latency: Latency::from_histogram(&t.e2e_monotonic),
@@ -214,6 +324,12 @@ pub fn consumer_result(t: &ConsumerTally, expected: Option<u64>) -> ConsumerResu
         stop_reason: t.stop_reason.clone(),
         audit: AuditResult::from_audit(&t.audit, t.not_json, expected),
     }
+}
+
+/// Writes the result as pretty JSON with a final newline.
+pub fn write_json(w: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *w, r)?;
+    writeln!(w)
 }
 
 fn ms(us: u64) -> String {
@@ -245,6 +361,14 @@ pub fn write_text(w: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
     )?;
     if r.mock_cluster {
         writeln!(w, "  cluster: in-process librdkafka mock cluster")?;
+    }
+    if !r.merged_from.is_empty() {
+        writeln!(
+            w,
+            "  merged from {} results: {}",
+            r.merged_from.len(),
+            r.merged_from.join(", ")
+        )?;
     }
     if let Some(p) = &r.producer {
         writeln!(
@@ -295,13 +419,13 @@ pub fn write_text(w: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
             a.out_of_order,
             a.foreign,
             a.not_json,
-            a.runs
+            a.runs.len()
         )?;
         if let Some(reason) = &c.stop_reason {
             writeln!(w, "  consumer stopped: {reason}")?;
         }
     }
-    Ok(())
+    super::assert::write_checks(w, &r.checks)
 }
 
 #[cfg(test)]
@@ -329,6 +453,125 @@ mod tests {
         a.record("r", 0, 2);
         let r = AuditResult::from_audit(&a, 0, Some(4));
         assert_eq!((r.lost, r.verdict.as_str()), (0, "clean"));
+    }
+
+    /// A result built the way a `--producer --consumer` run builds it, with a gap, a duplicate,
+    /// a foreign record and a check.
+    fn realistic() -> RunResult {
+        use crate::report::stats::record_latency;
+        let mut p = ProducerTally::default();
+        let mut c = ConsumerTally::default();
+        for seq in 0..1000u64 {
+            p.acked += 1;
+            p.bytes += 200;
+            record_latency(&mut p.ack_latency, 900 + seq);
+            record_latency(&mut p.ack_latency_uncorrected, 800 + seq);
+            if seq != 500 {
+                c.audit.record("run1", (seq % 3) as i32, seq);
+                record_latency(&mut c.e2e_monotonic, 2000 + seq);
+            }
+        }
+        c.audit.record("run1", 0, 7);
+        c.audit.record_foreign();
+        c.not_json = 1;
+        c.records = 1001;
+        c.join_time = Some(Duration::from_millis(3100));
+        c.stop_reason = Some("no record for 15 s".into());
+        p.errors.insert("Local: Message timed out".into(), 2);
+        let started = std::time::Instant::now() - Duration::from_secs(3);
+        let w = Window {
+            start: Some(started),
+            end: Some(started + Duration::from_secs(2)),
+        };
+        c.window = w;
+        let mut r = RunResult {
+            schema: SCHEMA.into(),
+            version: "0.1.0".into(),
+            run_id: "run1".into(),
+            topic: "t".into(),
+            producer: Some(producer_result(1000, &p, &w)),
+            consumer: Some(consumer_result(&c, Some(1000), "g1")),
+            ..Default::default()
+        };
+        let conds =
+            crate::report::assert::parse_all(&["p99<20ms".into(), "lost==0".into()]).unwrap();
+        r.checks = crate::report::assert::evaluate_all(&conds, &r);
+        r
+    }
+
+    fn schema_validator() -> jsonschema::Validator {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/results.schema.json")).unwrap();
+        jsonschema::validator_for(&schema).expect("the schema itself is valid")
+    }
+
+    #[test]
+    fn json_result_validates_against_the_published_schema() {
+        let v = schema_validator();
+        let mut out = Vec::new();
+        write_json(&mut out, &realistic()).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let errors: Vec<String> = v
+            .iter_errors(&value)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        // Producer-only and consumer-only results validate too.
+        let mut only = realistic();
+        only.consumer = None;
+        assert!(v.is_valid(&serde_json::to_value(&only).unwrap()));
+        only = realistic();
+        only.producer = None;
+        assert!(v.is_valid(&serde_json::to_value(&only).unwrap()));
+    }
+
+    #[test]
+    fn schema_rejects_a_result_missing_a_field_or_with_a_wrong_type() {
+        let v = schema_validator();
+        let good = serde_json::to_value(realistic()).unwrap();
+        let mut missing = good.clone();
+        missing["consumer"]["audit"]
+            .as_object_mut()
+            .unwrap()
+            .remove("lost");
+        assert!(!v.is_valid(&missing));
+        let mut wrong = good.clone();
+        wrong["producer"]["ack_latency"]["p99_us"] = serde_json::json!("fast");
+        assert!(!v.is_valid(&wrong));
+        let mut extra = good.clone();
+        extra["surprise"] = serde_json::json!(1);
+        assert!(!v.is_valid(&extra));
+        // The MongoDB section is optional but checked when present.
+        let mut mongo = good;
+        mongo["mongo"] = serde_json::json!({"database": "t", "producer": {"collection": "producer",
+            "written": 3, "duplicates": 0, "batches": 1, "retries": 0, "unstored": 0}, "consumer": null});
+        assert!(v.is_valid(&mongo));
+        mongo["mongo"]["producer"]["written"] = serde_json::json!(-1);
+        assert!(!v.is_valid(&mongo));
+    }
+
+    #[test]
+    fn json_roundtrip_keeps_every_field_and_the_histograms() {
+        let r = realistic();
+        let mut out = Vec::new();
+        write_json(&mut out, &r).unwrap();
+        let back: RunResult = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back, r);
+        let p = back.producer.unwrap();
+        let h = p.ack_latency.histogram().unwrap();
+        assert_eq!(h.len(), 1000);
+        assert_eq!(Latency::from_histogram(&h), p.ack_latency);
+        let c = back.consumer.unwrap();
+        assert_eq!(
+            (c.audit.lost, c.audit.duplicates, c.audit.foreign),
+            (1, 1, 1)
+        );
+        assert_eq!(c.audit.runs["run1"].seen.range_count(), 2);
+        assert_eq!(back.checks.len(), 2);
+        assert!(back.checks[0].passed && !back.checks[1].passed);
+        let w = p.window.unwrap();
+        assert_eq!(w.end_unix_us - w.start_unix_us, 2_000_000);
+        assert_eq!(p.throughput.seconds, 2.0);
     }
 
     #[test]

@@ -10,11 +10,36 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 /// A set of u64 kept as disjoint, non-adjacent half-open ranges `[start, end)`.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Serialized as a JSON array of `[start, end)` pairs in ascending order; deserializing accepts
+/// pairs in any order, overlapping or adjacent, and compacts them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RangeSet {
     /// start -> end (exclusive).
     ranges: BTreeMap<u64, u64>,
     len: u64,
+}
+
+impl Serialize for RangeSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.ranges.iter().map(|(&s, &e)| [s, e]))
+    }
+}
+
+impl<'de> Deserialize<'de> for RangeSet {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let pairs = Vec::<[u64; 2]>::deserialize(deserializer)?;
+        let mut set = RangeSet::default();
+        for [s, e] in pairs {
+            if s > e {
+                return Err(serde::de::Error::custom(format!(
+                    "range [{s}, {e}) ends before it starts"
+                )));
+            }
+            set.insert_range(s, e);
+        }
+        Ok(set)
+    }
 }
 
 impl RangeSet {
@@ -106,18 +131,51 @@ impl RangeSet {
         gaps
     }
 
-    /// Adds every value of `other`.
-    pub fn merge(&mut self, other: &RangeSet) {
-        for (&s, &e) in &other.ranges {
-            for v in s..e {
-                self.insert(v);
+    /// Inserts every value of `[start, end)`; returns how many were not present before.
+    /// Costs O(log n) plus one step per range it absorbs, whatever the width.
+    pub fn insert_range(&mut self, start: u64, end: u64) -> u64 {
+        if start >= end {
+            return 0;
+        }
+        let (mut lo, mut hi) = (start, end);
+        // A range that starts before `start` and reaches it (overlapping or adjacent) is absorbed.
+        if let Some((&s, &e)) = self.ranges.range(..start).next_back() {
+            if e >= start {
+                lo = s;
+                hi = hi.max(e);
             }
         }
+        let mut covered = 0;
+        // Ranges are disjoint and non-adjacent, so only those starting in [lo, hi] can touch.
+        while let Some((&s, &e)) = self.ranges.range(lo..=hi).next() {
+            self.ranges.remove(&s);
+            covered += e - s;
+            hi = hi.max(e);
+        }
+        self.ranges.insert(lo, hi);
+        let added = (hi - lo) - covered;
+        self.len += added;
+        added
+    }
+
+    /// Adds every value of `other`, range by range; returns how many were new.
+    pub fn merge(&mut self, other: &RangeSet) -> u64 {
+        other
+            .ranges
+            .iter()
+            .map(|(&s, &e)| self.insert_range(s, e))
+            .sum()
+    }
+
+    /// The ranges `[start, end)` in ascending order.
+    pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.ranges.iter().map(|(&s, &e)| (s, e))
     }
 }
 
 /// Per-run bookkeeping.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunAudit {
     /// Sequence numbers seen.
     pub seen: RangeSet,
@@ -128,6 +186,15 @@ pub struct RunAudit {
     /// The highest sequence number seen per partition.
     #[serde(skip)]
     last_on_partition: HashMap<i32, u64>,
+}
+
+/// Equal when what arrived is equal; the per-partition order state is a working detail.
+impl PartialEq for RunAudit {
+    fn eq(&self, other: &Self) -> bool {
+        (self.seen == other.seen)
+            && self.duplicates == other.duplicates
+            && self.out_of_order == other.out_of_order
+    }
 }
 
 /// What one record turned out to be.
@@ -142,7 +209,7 @@ pub enum Observation {
 }
 
 /// The audit across every run seen by one consumer.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Audit {
     /// Runs by run id.
     pub runs: BTreeMap<String, RunAudit>,
@@ -209,9 +276,9 @@ impl Audit {
         self.foreign += other.foreign;
         for (id, theirs) in &other.runs {
             let mine = self.runs.entry(id.clone()).or_default();
-            let before = mine.seen.len() + theirs.seen.len();
-            mine.seen.merge(&theirs.seen);
-            mine.duplicates += theirs.duplicates + (before - mine.seen.len());
+            let new = mine.seen.merge(&theirs.seen);
+            // What both consumers saw arrived twice across the fleet.
+            mine.duplicates += theirs.duplicates + (theirs.seen.len() - new);
             mine.out_of_order += theirs.out_of_order;
         }
     }
@@ -265,6 +332,66 @@ mod tests {
         assert_eq!(a.out_of_order(), 1);
         assert_eq!(a.gaps(), 2); // 3 and 4
         assert_eq!(a.foreign, 1);
+    }
+
+    #[test]
+    fn insert_range_absorbs_overlapping_and_adjacent_ranges() {
+        let mut s = RangeSet::default();
+        for v in [0, 1, 5, 9, 20] {
+            s.insert(v);
+        }
+        assert_eq!(s.range_count(), 4);
+        // [2, 9) touches [0, 2), [5, 6) and [9, 10): one range [0, 10) remains.
+        assert_eq!(s.insert_range(2, 9), 6);
+        assert_eq!(s.ranges().collect::<Vec<_>>(), vec![(0, 10), (20, 21)]);
+        assert_eq!(s.len(), 11);
+        assert_eq!(s.insert_range(3, 7), 0);
+        assert_eq!(s.insert_range(7, 7), 0);
+        assert_eq!(s.insert_range(15, 30), 14);
+        assert_eq!(s.ranges().collect::<Vec<_>>(), vec![(0, 10), (15, 30)]);
+        assert_eq!(s.len(), 25);
+    }
+
+    #[test]
+    fn merging_wide_ranges_costs_ranges_not_values() {
+        let mut a = RangeSet::default();
+        a.insert_range(0, 50_000_000);
+        let mut b = RangeSet::default();
+        b.insert_range(40_000_000, 100_000_000);
+        b.insert_range(200_000_000, 200_000_010);
+        // Value by value this would take seconds; by ranges it is immediate.
+        let started = std::time::Instant::now();
+        assert_eq!(a.merge(&b), 50_000_010);
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        assert_eq!(a.len(), 100_000_010);
+        assert_eq!(a.range_count(), 2);
+        assert_eq!(a.missing_below(200_000_010), 100_000_000);
+    }
+
+    #[test]
+    fn range_set_serializes_as_pairs_and_compacts_on_reading() {
+        let mut s = RangeSet::default();
+        s.insert_range(0, 3);
+        s.insert(7);
+        assert_eq!(serde_json::to_string(&s).unwrap(), "[[0,3],[7,8]]");
+        let back: RangeSet = serde_json::from_str("[[7,8],[0,2],[2,3],[1,2]]").unwrap();
+        assert_eq!(back, s);
+        assert!(serde_json::from_str::<RangeSet>("[[5,1]]").is_err());
+    }
+
+    #[test]
+    fn audit_roundtrips_through_json_with_its_counts() {
+        let mut a = Audit::default();
+        for s in [0, 1, 2, 4, 3, 3] {
+            a.record("r", 0, s);
+        }
+        a.record_foreign();
+        let back: Audit = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(
+            (back.duplicates(), back.out_of_order(), back.foreign),
+            (1, 1, 1)
+        );
     }
 
     #[test]

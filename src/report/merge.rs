@@ -1,0 +1,343 @@
+//! `kafka-workload merge`: combines the `--json` results of a fleet into the exact result one
+//! observer of the whole fleet would have reported.
+//!
+//! Counts and bytes add up; latency percentiles are recomputed from the merged histograms (never
+//! averaged); audits are merged range by range, so a sequence number that two consumers both saw
+//! counts as a duplicate and a gap one consumer filled is not lost; throughput is taken over the
+//! union of the inputs' wall-clock windows. What each rule means is documented in
+//! docs/results-schema.md ("Merging"). Reading files and combining values only: printing and
+//! thresholds are done by the caller with [`super::summary`] and [`super::assert`].
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::stats::latency_histogram;
+use super::summary::{
+    AuditResult, ConsumerResult, Latency, ProducerResult, RunResult, Span, Throughput, SCHEMA,
+};
+use crate::workload::audit::Audit;
+
+/// Reads one `--json` result, checking its schema.
+pub fn read_result(path: &Path) -> anyhow::Result<RunResult> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+    let schema = value.get("schema").and_then(|s| s.as_str()).unwrap_or("");
+    if schema != SCHEMA {
+        anyhow::bail!(
+            "{} has schema `{schema}`, not `{SCHEMA}`: not a kafka-workload result this version can merge",
+            path.display()
+        );
+    }
+    serde_json::from_value(value)
+        .with_context(|| format!("{} does not follow {SCHEMA}", path.display()))
+}
+
+/// Reads and merges result files.
+pub fn merge_files(paths: &[impl AsRef<Path>]) -> anyhow::Result<RunResult> {
+    let results = paths
+        .iter()
+        .map(|p| read_result(p.as_ref()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    merge(&results)
+}
+
+/// Adds the histograms behind several latency summaries and reads the percentiles again.
+fn merge_latency<'a>(parts: impl Iterator<Item = &'a Latency>) -> anyhow::Result<Latency> {
+    let mut total = latency_histogram();
+    // Inputs written by other builds may have other bounds; let the sum grow to hold them.
+    total.auto(true);
+    for part in parts {
+        let h = part.histogram().context("reading a latency histogram")?;
+        total
+            .add(&h)
+            .map_err(|e| anyhow::anyhow!("cannot add latency histograms: {e:?}"))?;
+    }
+    Ok(Latency::from_histogram(&total))
+}
+
+/// The outer span of the windows, and the busy time throughput is computed over.
+fn windows<'a>(spans: impl Iterator<Item = &'a Option<Span>>) -> (Option<Span>, Duration) {
+    let spans: Vec<Span> = spans.flatten().copied().collect();
+    let outer = (!spans.is_empty()).then(|| Span {
+        start_unix_us: spans.iter().map(|s| s.start_unix_us).min().unwrap_or(0),
+        end_unix_us: spans.iter().map(|s| s.end_unix_us).max().unwrap_or(0),
+    });
+    (outer, Span::union_duration(&spans))
+}
+
+fn merge_producers(parts: &[&ProducerResult]) -> anyhow::Result<ProducerResult> {
+    let sum = |f: fn(&ProducerResult) -> u64| parts.iter().map(|p| f(p)).sum::<u64>();
+    let (acked, bytes) = (sum(|p| p.acked), sum(|p| p.bytes));
+    let (window, busy) = windows(parts.iter().map(|p| &p.window));
+    let mut errors = std::collections::BTreeMap::new();
+    for p in parts {
+        for (e, n) in &p.errors {
+            *errors.entry(e.clone()).or_insert(0) += n;
+        }
+    }
+    Ok(ProducerResult {
+        sent: sum(|p| p.sent),
+        acked,
+        failed: sum(|p| p.failed),
+        bytes,
+        window,
+        throughput: Throughput::new(acked, bytes, busy),
+        ack_latency: merge_latency(parts.iter().map(|p| &p.ack_latency))?,
+        ack_latency_uncorrected: merge_latency(parts.iter().map(|p| &p.ack_latency_uncorrected))?,
+        errors,
+    })
+}
+
+/// Joins the distinct non-empty values in order of first appearance.
+fn join_distinct<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for v in values {
+        if !v.is_empty() && !seen.contains(&v) {
+            seen.push(v);
+        }
+    }
+    seen.join(",")
+}
+
+fn max_opt(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    values.flatten().reduce(f64::max)
+}
+
+fn merge_consumers(parts: &[&ConsumerResult]) -> anyhow::Result<ConsumerResult> {
+    let records: u64 = parts.iter().map(|c| c.records).sum();
+    let bytes: u64 = parts.iter().map(|c| c.bytes).sum();
+    let (window, busy) = windows(parts.iter().map(|c| &c.window));
+    let mut audit = Audit::default();
+    for c in parts {
+        audit.merge(&c.audit.audit());
+    }
+    // Each consumer's expectation was about what it alone would read; together they add up.
+    let expected = parts
+        .iter()
+        .filter_map(|c| c.audit.expected)
+        .reduce(|a, b| a + b);
+    let not_json = parts.iter().map(|c| c.audit.not_json).sum();
+    let reasons: Vec<String> = parts.iter().filter_map(|c| c.stop_reason.clone()).collect();
+    Ok(ConsumerResult {
+        group_id: join_distinct(parts.iter().map(|c| c.group_id.as_str())),
+        records,
+        bytes,
+        window,
+        throughput: Throughput::new(records, bytes, busy),
+        group_join_ms: max_opt(parts.iter().map(|c| c.group_join_ms)),
+        first_record_ms: max_opt(parts.iter().map(|c| c.first_record_ms)),
+        e2e_latency: merge_latency(parts.iter().map(|c| &c.e2e_latency))?,
+        e2e_latency_wall: merge_latency(parts.iter().map(|c| &c.e2e_latency_wall))?,
+        stop_reason: (!reasons.is_empty())
+            .then(|| join_distinct(reasons.iter().map(String::as_str)).replace(',', "; ")),
+        audit: AuditResult::from_audit(&audit, not_json, expected),
+    })
+}
+
+/// Merges results into one. The merged result's checks are empty: conditions given to `merge`
+/// are evaluated on it afterwards.
+pub fn merge(results: &[RunResult]) -> anyhow::Result<RunResult> {
+    anyhow::ensure!(!results.is_empty(), "nothing to merge");
+    let producers: Vec<&ProducerResult> =
+        results.iter().filter_map(|r| r.producer.as_ref()).collect();
+    let consumers: Vec<&ConsumerResult> =
+        results.iter().filter_map(|r| r.consumer.as_ref()).collect();
+    Ok(RunResult {
+        schema: SCHEMA.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        run_id: "merged".into(),
+        topic: join_distinct(results.iter().map(|r| r.topic.as_str())),
+        mock_cluster: results.iter().any(|r| r.mock_cluster),
+        merged_from: results.iter().map(|r| r.run_id.clone()).collect(),
+        producer: if producers.is_empty() {
+            None
+        } else {
+            Some(merge_producers(&producers)?)
+        },
+        consumer: if consumers.is_empty() {
+            None
+        } else {
+            Some(merge_consumers(&consumers)?)
+        },
+        checks: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::stats::{record_latency, ConsumerTally, ProducerTally, Window};
+    use crate::report::summary::{consumer_result, producer_result};
+    use std::time::Instant;
+
+    /// A producer result with `n` acks of latencies `base..base+n` µs over a window of `secs`
+    /// that started `ago` before `now`.
+    fn producer(n: u64, base: u64, now: Instant, ago: Duration, secs: u64) -> ProducerResult {
+        let mut t = ProducerTally::default();
+        for i in 0..n {
+            t.acked += 1;
+            t.bytes += 100;
+            record_latency(&mut t.ack_latency, base + i);
+            record_latency(&mut t.ack_latency_uncorrected, base + i);
+        }
+        let start = now - ago;
+        let w = Window {
+            start: Some(start),
+            end: Some(start + Duration::from_secs(secs)),
+        };
+        producer_result(n, &t, &w)
+    }
+
+    fn consumer(run: &str, seqs: std::ops::Range<u64>, expected: Option<u64>) -> ConsumerResult {
+        let mut t = ConsumerTally::default();
+        for s in seqs {
+            t.records += 1;
+            t.bytes += 100;
+            t.audit.record(run, 0, s);
+            record_latency(&mut t.e2e_monotonic, 1000 + s);
+        }
+        t.audit.record_foreign();
+        t.not_json = 1;
+        consumer_result(&t, expected, "g1")
+    }
+
+    fn run(id: &str, p: Option<ProducerResult>, c: Option<ConsumerResult>) -> RunResult {
+        RunResult {
+            schema: SCHEMA.into(),
+            run_id: id.into(),
+            topic: "t".into(),
+            producer: p,
+            consumer: c,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn merged_producers_are_the_sum_with_percentiles_from_the_merged_histogram() {
+        // Two producers working over the same 10 s: the fleet's rate is the sum of the rates.
+        let now = Instant::now();
+        let a = producer(1000, 1000, now, Duration::from_secs(60), 10);
+        let b = producer(3000, 5000, now, Duration::from_secs(60), 10);
+        let m = merge(&[
+            run("a", Some(a.clone()), None),
+            run("b", Some(b.clone()), None),
+        ])
+        .unwrap();
+        let p = m.producer.unwrap();
+        assert_eq!((p.sent, p.acked, p.bytes), (4000, 4000, 400_000));
+        assert_eq!(p.throughput.seconds, 10.0);
+        assert_eq!(
+            p.throughput.msgs_per_sec,
+            a.throughput.msgs_per_sec + b.throughput.msgs_per_sec
+        );
+        let mut direct = a.ack_latency.histogram().unwrap();
+        direct.add(b.ack_latency.histogram().unwrap()).unwrap();
+        assert_eq!(p.ack_latency, Latency::from_histogram(&direct));
+        assert_eq!(p.ack_latency.count, 4000);
+        assert_eq!(p.ack_latency.max_us, b.ack_latency.max_us);
+        assert_eq!(m.merged_from, ["a", "b"]);
+        assert!(m.consumer.is_none());
+    }
+
+    #[test]
+    fn throughput_is_over_the_union_of_windows() {
+        // [0, 10) and [5, 15) overlap: 15 s busy. A third [100, 110) adds 10 s, not the gap.
+        let now = Instant::now();
+        let a = producer(1500, 1, now, Duration::from_secs(200), 10);
+        let b = producer(1500, 1, now, Duration::from_secs(195), 10);
+        let c = producer(2500, 1, now, Duration::from_secs(100), 10);
+        let m = merge(&[
+            run("a", Some(a), None),
+            run("b", Some(b), None),
+            run("c", Some(c), None),
+        ])
+        .unwrap();
+        let p = m.producer.unwrap();
+        assert!(
+            (p.throughput.seconds - 25.0).abs() < 0.01,
+            "{}",
+            p.throughput.seconds
+        );
+        assert!(
+            (p.throughput.msgs_per_sec - 220.0).abs() < 0.5,
+            "{}",
+            p.throughput.msgs_per_sec
+        );
+        let w = p.window.unwrap();
+        assert!((w.duration().as_secs_f64() - 110.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn merged_consumers_union_their_audits() {
+        // Two consumers of one group split a run: 0..600 and 600..1000 — clean, 1000 distinct.
+        let a = consumer("r", 0..600, Some(600));
+        let b = consumer("r", 600..1000, Some(400));
+        let m = merge(&[run("a", None, Some(a)), run("b", None, Some(b))]).unwrap();
+        let c = m.consumer.unwrap();
+        assert_eq!(c.records, 1000);
+        assert_eq!(c.audit.distinct, 1000);
+        assert_eq!(c.audit.expected, Some(1000));
+        assert_eq!((c.audit.lost, c.audit.duplicates), (0, 0));
+        assert_eq!((c.audit.foreign, c.audit.not_json), (2, 2));
+        assert_eq!(c.audit.verdict, "clean");
+        assert_eq!(c.audit.runs["r"].seen.range_count(), 1);
+        assert_eq!(c.e2e_latency.count, 1000);
+        assert_eq!(c.group_id, "g1");
+
+        // Overlap is duplicated; a hole nobody filled is lost.
+        let a = consumer("r", 0..600, None);
+        let b = consumer("r", 500..900, None);
+        let d = consumer("r", 950..1000, None);
+        let m = merge(&[
+            run("a", None, Some(a)),
+            run("b", None, Some(b)),
+            run("d", None, Some(d)),
+        ])
+        .unwrap();
+        let c = m.consumer.unwrap();
+        assert_eq!(
+            (c.audit.distinct, c.audit.duplicates, c.audit.lost),
+            (950, 100, 50)
+        );
+        assert_eq!(c.audit.verdict, "loss");
+    }
+
+    #[test]
+    fn merging_one_result_through_json_reproduces_it() {
+        let r = run(
+            "x",
+            Some(producer(
+                500,
+                300,
+                Instant::now(),
+                Duration::from_secs(5),
+                2,
+            )),
+            Some(consumer("x", 0..500, Some(500))),
+        );
+        let json = serde_json::to_string(&r).unwrap();
+        let back: RunResult = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+        let mut m = merge(&[back]).unwrap();
+        assert_eq!(m.merged_from, ["x"]);
+        m.run_id = "x".into();
+        m.merged_from.clear();
+        m.version = r.version.clone();
+        assert_eq!(m, r);
+    }
+
+    #[test]
+    fn files_of_another_schema_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        std::fs::write(&path, r#"{"schema": "something/else", "x": 1}"#).unwrap();
+        let err = merge_files(&[&path]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("schema `something/else`"),
+            "{err:#}"
+        );
+    }
+}

@@ -25,6 +25,8 @@ pub enum Trouble {
 #[derive(Default)]
 pub struct WorkloadContext {
     trouble: Mutex<Option<Trouble>>,
+    /// The last error logged and when: librdkafka repeats the same error event.
+    last_logged: Mutex<Option<(String, std::time::Instant)>>,
 }
 
 impl WorkloadContext {
@@ -131,7 +133,15 @@ impl ClientContext for WorkloadContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         let trouble = classify(error.rdkafka_error_code(), reason);
+        let repeated = {
+            let mut last = self.last_logged.lock().expect("poisoned");
+            let now = std::time::Instant::now();
+            let same = matches!(&*last, Some((r, at)) if r == reason && now.duration_since(*at).as_secs() < 2);
+            *last = Some((reason.to_string(), now));
+            same
+        };
         match &trouble {
+            _ if repeated => {}
             Trouble::Transport(_) => warn!(target: "librdkafka", error = %error, "{reason}"),
             _ => error!(target: "librdkafka", error = %error, "{reason}"),
         }

@@ -218,6 +218,16 @@ pub struct Cli {
     /// MongoDB database name (default: the topic, mapped to a valid name).
     #[arg(long, help_heading = "MongoDB")]
     pub mongo_db: Option<String>,
+
+    /// Seconds a failing MongoDB write is retried (Kafka offsets stay uncommitted meanwhile)
+    /// before the run stops with exit code 9.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60.0,
+        help_heading = "MongoDB"
+    )]
+    pub mongo_timeout: f64,
 }
 
 /// Subcommands beside the default client run.

@@ -29,6 +29,8 @@ use crate::kafka::consumer::{self, ConsumerJob, OwnRun};
 use crate::kafka::producer::{self, ProducerJob};
 use crate::report::stats::{ConsumerShared, ProducerShared};
 use crate::report::summary::{self, RunResult};
+use crate::sink::mongo::Mongo;
+use crate::sink::MongoResult;
 
 /// What a run ended with: its result (when it got far enough to have one) and its status.
 pub struct Outcome {
@@ -62,6 +64,18 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
             };
         }
     }
+    let mongo = match &settings.mongo {
+        None => None,
+        Some(m) => match Mongo::connect(m).await {
+            Ok(mongo) => Some(mongo),
+            Err(e) => {
+                return Outcome {
+                    result: None,
+                    status: Err(e),
+                }
+            }
+        },
+    };
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
     let anchor = Instant::now();
     let work = shutdown.child_token();
@@ -73,6 +87,28 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
         .mode
         .consumes()
         .then(|| Arc::new(ConsumerShared::default()));
+
+    // A writer that gives up cancels `work`, which stops both loops.
+    let log_limit = settings.output.log_messages;
+    let (producer_feed, producer_writer) = match (&mongo, &producer_shared) {
+        (Some(m), Some(_)) => {
+            let (feed, writer) = m.producer_writer(log_limit, work.clone());
+            (Some(feed), Some(writer))
+        }
+        _ => (None, None),
+    };
+    let (consumer_feed, consumer_writer) = match (&mongo, &consumer_shared) {
+        (Some(m), Some(_)) => {
+            let (feed, writer) = m.consumer_writer(
+                &settings.consumer.group_id,
+                &settings.origin,
+                log_limit,
+                work.clone(),
+            );
+            (Some(feed), Some(writer))
+        }
+        _ => (None, None),
+    };
 
     let progress_stop = CancellationToken::new();
     let progress = tokio::spawn(report::progress::report(
@@ -93,6 +129,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
                 run_id: run_id.clone(),
                 producer: p.clone(),
             }),
+            mongo: consumer_feed,
         };
         let work = work.clone();
         tokio::task::spawn_blocking(move || {
@@ -125,6 +162,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
                 anchor,
                 shared: shared.clone(),
                 cancel: work.clone(),
+                mongo: producer_feed,
             };
             let work = work.clone();
             Some(tokio::task::spawn_blocking(move || {
@@ -156,6 +194,25 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
             status = Err(e.context("consumer"));
         }
     }
+    // The loops have closed their feeds; the writers have stored everything or given up.
+    let mut mongo_result = mongo.as_ref().map(|m| MongoResult {
+        database: m.database().to_string(),
+        ..Default::default()
+    });
+    if let Some(m) = mongo_result.as_mut() {
+        let writers = [
+            (&mut m.producer, producer_writer),
+            (&mut m.consumer, consumer_writer),
+        ];
+        for (slot, writer) in writers {
+            let Some(writer) = writer else { continue };
+            let (counts, stored) = writer.finish().await;
+            *slot = Some(counts);
+            if let (Err(e), true) = (stored, status.is_ok()) {
+                status = Err(e);
+            }
+        }
+    }
     progress_stop.cancel();
     let _ = progress.await;
 
@@ -181,6 +238,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
         mock_cluster: conn.is_mock(),
         producer: producer_result,
         consumer: consumer_result,
+        mongo: mongo_result,
         ..Default::default()
     };
     if status.is_ok() {

@@ -229,8 +229,11 @@ pub struct OutputSettings {
 pub struct MongoSettings {
     /// The URI (may hold a password).
     pub uri: Secret,
-    /// The database name.
+    /// The database name: `--mongo-db`, or the topic mapped by
+    /// [`crate::sink::database_name_for_topic`].
     pub database: String,
+    /// `--mongo-timeout`: how long a failing write is retried before the run fails.
+    pub timeout: Duration,
 }
 
 /// Everything a run needs, checked.
@@ -606,9 +609,18 @@ impl Settings {
             Some(uri) => Some(MongoSettings {
                 uri: Secret::new(uri.clone()),
                 database: match &cli.mongo_db {
-                    Some(db) => db.clone(),
+                    Some(db) => {
+                        crate::sink::check_database_name(db).map_err(|reason| {
+                            ConfigError::Invalid {
+                                flag: "--mongo-db",
+                                reason,
+                            }
+                        })?;
+                        db.clone()
+                    }
                     None => crate::sink::database_name_for_topic(&topic),
                 },
+                timeout: positive_secs("--mongo-timeout", cli.mongo_timeout)?,
             }),
         };
 

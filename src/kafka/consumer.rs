@@ -17,13 +17,14 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::config::{client_config, Role};
 use super::context::{Trouble, WorkloadContext};
 use crate::config::Settings;
 use crate::error::Failure;
 use crate::report::stats::{record_latency, ConsumerShared, ProducerShared};
+use crate::sink::mongo::ConsumerFeed;
 use crate::workload::message::{decode, Decoded};
 
 struct ConsumerCtx {
@@ -80,6 +81,9 @@ pub struct ConsumerJob {
     pub cancel: CancellationToken,
     /// The producer of this process, if any.
     pub own: Option<OwnRun>,
+    /// With `--mongo-uri`: records go to MongoDB, and an offset is stored only once the sink
+    /// reports its record's document stored.
+    pub mongo: Option<ConsumerFeed>,
 }
 
 fn fatal_consume_error(err: &KafkaError, group: &str, topic: &str) -> Option<Failure> {
@@ -95,7 +99,8 @@ fn fatal_consume_error(err: &KafkaError, group: &str, topic: &str) -> Option<Fai
 }
 
 /// Consumes until a stop condition; blocking: run it on a blocking thread.
-pub fn run(job: ConsumerJob) -> anyhow::Result<()> {
+pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
+    let mongo = job.mongo.take();
     let s = &job.settings;
     let group = s.consumer.group_id.clone();
     let ctx = ConsumerCtx {
@@ -160,9 +165,24 @@ pub fn run(job: ConsumerJob) -> anyhow::Result<()> {
                 let mut t = job.shared.tally.lock().expect("poisoned");
                 process(&msg, &mut t, &job, own_run_id.as_deref(), log_limit);
                 drop(t);
-                if let Err(e) = consumer.store_offset_from_message(&msg) {
-                    warn!(error = %e, "cannot store offset");
+                match &mongo {
+                    None => {
+                        if let Err(e) = consumer.store_offset_from_message(&msg) {
+                            warn!(error = %e, "cannot store offset");
+                        }
+                    }
+                    Some(feed) => {
+                        let payload = msg.payload().unwrap_or(&[]);
+                        if feed.record(payload, msg.partition(), msg.offset()).is_err() {
+                            break "the MongoDB sink stopped".into();
+                        }
+                    }
                 }
+            }
+        }
+        if let Some(feed) = &mongo {
+            for (partition, offset) in feed.stored() {
+                store_stored(&consumer, &s.topic, partition, offset);
             }
         }
         if let Some(reason) = finished(&job, own_run_id.as_deref()) {
@@ -170,6 +190,12 @@ pub fn run(job: ConsumerJob) -> anyhow::Result<()> {
         }
     };
     info!(reason = %stop_reason, "consumer stopping");
+    if let Some(feed) = mongo {
+        // Wait for the sink to store what it holds, so that the final commit covers it.
+        for (partition, offset) in feed.finish() {
+            store_stored(&consumer, &s.topic, partition, offset);
+        }
+    }
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => info!(group = %group, "offsets committed"),
         Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
@@ -179,6 +205,15 @@ pub fn run(job: ConsumerJob) -> anyhow::Result<()> {
     let mut t = job.shared.tally.lock().expect("poisoned");
     t.stop_reason = Some(stop_reason);
     result
+}
+
+/// Stores the offset of a record whose MongoDB document is stored. `offset` is the record's own
+/// offset: rdkafka's `store_offset` calls `rd_kafka_offset_store`, which stores `offset + 1`.
+fn store_stored(consumer: &BaseConsumer<ConsumerCtx>, topic: &str, partition: i32, offset: i64) {
+    if let Err(e) = consumer.store_offset(topic, partition, offset) {
+        // The partition was revoked meanwhile; its next owner replays from the last commit.
+        debug!(partition, offset, error = %e, "cannot store offset");
+    }
 }
 
 fn finished(job: &ConsumerJob, own_run: Option<&str>) -> Option<String> {

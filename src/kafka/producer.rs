@@ -23,6 +23,7 @@ use super::context::WorkloadContext;
 use crate::config::{LogLimit, Settings};
 use crate::error::Failure;
 use crate::report::stats::{record_latency, ProducerShared};
+use crate::sink::mongo::ProducerFeed;
 use crate::workload::message::MessageWriter;
 
 /// A send time packed into librdkafka's per-message opaque pointer, so a delivery report knows its
@@ -63,6 +64,9 @@ struct ProducerCtx {
     /// A delivery error that makes further sending pointless (authorization, authentication).
     fatal: Mutex<Option<String>>,
     has_fatal: AtomicBool,
+    /// The MongoDB writer's feed: acknowledged messages only, so the `producer` collection never
+    /// holds a message Kafka did not take.
+    mongo: Option<ProducerFeed>,
 }
 
 impl ClientContext for ProducerCtx {
@@ -106,6 +110,11 @@ impl ProducerContext for ProducerCtx {
                     record_latency(&mut t.ack_latency_uncorrected, uncorrected);
                     t.acked
                 };
+                if let Some(feed) = &self.mongo {
+                    // Blocks while the writer's buffer is full: back-pressure on librdkafka's
+                    // queue and so on the send loop. A stopped writer has reported its error.
+                    feed.record(msg.payload().unwrap_or(&[]), msg.partition(), msg.offset());
+                }
                 if self.log_limit.allows(acked - 1) {
                     let content = msg
                         .payload()
@@ -156,6 +165,8 @@ pub struct ProducerJob {
     pub shared: Arc<ProducerShared>,
     /// Stop sending when cancelled.
     pub cancel: CancellationToken,
+    /// Where acknowledged messages are recorded in MongoDB, with `--mongo-uri`.
+    pub mongo: Option<ProducerFeed>,
 }
 
 /// How long a flush may take at the end before unacknowledged messages are given up.
@@ -173,6 +184,7 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
         log_limit: s.output.log_messages,
         fatal: Mutex::new(None),
         has_fatal: AtomicBool::new(false),
+        mongo: job.mongo,
     };
     let producer: ThreadedProducer<ProducerCtx> = client_config(s, Role::Producer, &job.bootstrap)?
         .create_with_context(ctx)
@@ -250,7 +262,9 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
         job.shared.sent.store(seq, Ordering::Relaxed);
     }
 
-    let flushed = producer.flush(FLUSH_TIMEOUT);
+    // Delivery reports wait on the MongoDB writer, which may retry for up to --mongo-timeout.
+    let flush_timeout = FLUSH_TIMEOUT + s.mongo.as_ref().map_or(Duration::ZERO, |m| m.timeout);
+    let flushed = producer.flush(flush_timeout);
     job.shared.window.lock().expect("poisoned").end = Some(Instant::now());
     job.shared.done.store(true, Ordering::SeqCst);
     if let Some(fatal) = producer.context().fatal.lock().expect("poisoned").clone() {
@@ -260,7 +274,7 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
         let in_flight = producer.in_flight_count();
         anyhow::bail!(
             "{in_flight} messages were not acknowledged within {} s of the end: {e}",
-            FLUSH_TIMEOUT.as_secs()
+            flush_timeout.as_secs()
         );
     }
     let failed = job.shared.tally.lock().expect("poisoned").failed;

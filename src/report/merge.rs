@@ -163,6 +163,7 @@ pub fn merge(results: &[RunResult]) -> anyhow::Result<RunResult> {
             Some(merge_consumers(&consumers)?)
         },
         checks: Vec::new(),
+        mongo: crate::sink::MongoResult::merged(results.iter().filter_map(|r| r.mongo.as_ref())),
     })
 }
 

@@ -282,6 +282,9 @@ pub struct RunResult {
     /// The --assert conditions and whether each held.
     #[serde(default)]
     pub checks: Vec<Check>,
+    /// What the MongoDB sink stored, with `--mongo-uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mongo: Option<crate::sink::MongoResult>,
 }
 
 /// Builds the producer result from its tally and its sending window.
@@ -424,6 +427,9 @@ pub fn write_text(w: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
         if let Some(reason) = &c.stop_reason {
             writeln!(w, "  consumer stopped: {reason}")?;
         }
+    }
+    if let Some(m) = &r.mongo {
+        crate::sink::write_text(w, m)?;
     }
     super::assert::write_checks(w, &r.checks)
 }

@@ -3,3 +3,4 @@
 
 mod drop_in;
 mod fixture;
+mod mongo;

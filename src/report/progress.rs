@@ -2,11 +2,13 @@
 //! p99); otherwise, or with --no-progress, a log line every --report-interval.
 //!
 //! It only reads the shared tallies, a few times a second: the Kafka loops never wait for it and
-//! never format anything for it. Log lines keep going to stdout either way (logging owns that).
+//! never format anything for it. Log lines keep going to stdout either way (logging owns that);
+//! a log writer that goes through [`bar_safe_stdout`] hides the bars while it writes a line, so
+//! the two do not garble each other on one terminal.
 
 use std::collections::VecDeque;
-use std::io::IsTerminal as _;
-use std::sync::Arc;
+use std::io::{IsTerminal as _, Write};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -157,15 +159,46 @@ async fn lines(
     }
 }
 
+/// The bars being drawn, so that log writes can hide them for a moment.
+static BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+/// Runs `f` with the progress bars (if any are drawn) hidden, then redraws them.
+pub fn suspend_bars<R>(f: impl FnOnce() -> R) -> R {
+    let bars = BARS.lock().expect("poisoned").clone();
+    match bars {
+        Some(multi) => multi.suspend(f),
+        None => f(),
+    }
+}
+
+/// Standard output that hides the progress bars while each write goes out; a `MakeWriter` for
+/// tracing-subscriber (`.with_writer(bar_safe_stdout)`), which writes one whole line per call.
+pub fn bar_safe_stdout() -> BarSafeStdout {
+    BarSafeStdout
+}
+
+/// See [`bar_safe_stdout`].
+#[derive(Debug, Clone, Copy)]
+pub struct BarSafeStdout;
+
+impl Write for BarSafeStdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        suspend_bars(|| std::io::stdout().write_all(buf)).map(|()| buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().flush()
+    }
+}
+
 fn new_bar(multi: &MultiProgress, label: &str, total: Option<u64>) -> ProgressBar {
     let (bar, template) = match total {
         Some(n) => (
             ProgressBar::new(n),
-            "{prefix:>8} {bar:30.cyan/blue} {pos:>10}/{len:<10} {msg} eta {eta}",
+            "{prefix:>7} [{bar:20}] {pos}/{len} {msg} eta {eta}",
         ),
         None => (
             ProgressBar::no_length(),
-            "{prefix:>8} {spinner} {pos:>10} {msg} [{elapsed}]",
+            "{prefix:>7} {spinner} {pos} {msg} [{elapsed}]",
         ),
     };
     let style = ProgressStyle::with_template(template)
@@ -196,7 +229,7 @@ impl RateWindow {
 }
 
 fn ms_text(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".into(), |v| format!("{v:.2} ms"))
+    v.map_or_else(|| "-".into(), |v| format!("{v:.2}ms"))
 }
 
 async fn bars(
@@ -206,6 +239,7 @@ async fn bars(
     stop: CancellationToken,
 ) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
+    *BARS.lock().expect("poisoned") = Some(multi.clone());
     let pbar = producer
         .as_ref()
         .map(|_| new_bar(&multi, "produce", plan.produce_total));
@@ -231,22 +265,15 @@ async fn bars(
         if let Some(bar) = &pbar {
             let rate = produce_rate.push(now, r.acked);
             bar.set_position(r.acked);
-            bar.set_message(format!(
-                "{rate:>9.0}/s  ack p99 {}  in flight {}",
-                ms_text(p99.0),
-                r.sent.saturating_sub(r.acked)
-            ));
+            bar.set_message(format!("{rate:.0}/s ack p99 {}", ms_text(p99.0)));
         }
         if let Some(bar) = &cbar {
             let rate = consume_rate.push(now, r.records);
             bar.set_position(r.distinct);
-            bar.set_message(format!(
-                "{rate:>9.0}/s  e2e p99 {}  records {}",
-                ms_text(p99.1),
-                r.records
-            ));
+            bar.set_message(format!("{rate:.0}/s e2e p99 {}", ms_text(p99.1)));
         }
     }
+    *BARS.lock().expect("poisoned") = None;
     for bar in pbar.iter().chain(cbar.iter()) {
         bar.finish_and_clear();
     }
@@ -256,6 +283,14 @@ async fn bars(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bar_safe_stdout_writes_whole_buffers_with_or_without_bars() {
+        assert_eq!(suspend_bars(|| 7), 7);
+        let mut w = bar_safe_stdout();
+        assert_eq!(w.write(b"").unwrap(), 0);
+        w.flush().unwrap();
+    }
 
     #[test]
     fn eta_follows_the_rate_and_needs_a_total() {

@@ -258,7 +258,7 @@ async fn bars(
         }
         let now = Instant::now();
         let r = read(&producer, &consumer);
-        if tick % 5 == 0 {
+        if tick.is_multiple_of(5) {
             p99 = p99s(&producer, &consumer);
         }
         tick += 1;

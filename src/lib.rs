@@ -111,6 +111,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
     };
 
     let progress_stop = CancellationToken::new();
+    let password_watch = match (&settings.password_source_file, &settings.sasl) {
+        (Some(file), Some(sasl)) => {
+            let watch = Arc::new(config::PasswordWatch::new(&sasl.username, sasl.password.clone()));
+            tokio::spawn(watch.clone().watch(file.clone(), Duration::from_secs(2), progress_stop.clone()));
+            Some(watch)
+        }
+        _ => None,
+    };
     let progress = tokio::spawn(report::progress::report(
         report::progress::Plan::from_settings(&settings),
         producer_shared.clone(),
@@ -125,6 +133,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
             anchor,
             shared: shared.clone(),
             cancel: work.clone(),
+            password: password_watch.clone(),
             own: producer_shared.as_ref().map(|p| OwnRun {
                 run_id: run_id.clone(),
                 producer: p.clone(),
@@ -162,6 +171,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
                 anchor,
                 shared: shared.clone(),
                 cancel: work.clone(),
+                password: password_watch.clone(),
                 mongo: producer_feed,
             };
             let work = work.clone();

@@ -176,8 +176,8 @@ impl LogLimit {
 /// Producer settings.
 #[derive(Debug, Clone)]
 pub struct ProducerSettings {
-    /// `-n`: messages to send.
-    pub num_messages: u64,
+    /// `-n`: messages to send; `None` (--duration without -n) sends until the duration ends.
+    pub num_messages: Option<u64>,
     /// `--rate`: messages per second, or as fast as possible.
     pub rate: Option<f64>,
     /// `--message-size`: minimum value size in bytes.
@@ -251,8 +251,8 @@ pub struct Settings {
     pub sasl: Option<Sasl>,
     /// TLS settings when the protocol uses TLS.
     pub tls: Option<Tls>,
-    /// The password file, watched for rotation.
-    pub password_file: Option<PathBuf>,
+    /// The file the password came from, watched for rotation (none for flags and environment).
+    pub password_source_file: Option<PasswordFile>,
     /// Producer settings.
     pub producer: ProducerSettings,
     /// Consumer settings.
@@ -271,6 +271,35 @@ pub struct Settings {
     pub mongo: Option<MongoSettings>,
     /// Which source each setting came from, for the start-up log.
     pub sources: Vec<(&'static str, Source)>,
+}
+
+/// A file a password is read from, and re-read when it changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordFile {
+    /// `--password-file`: the first line.
+    Plain(PathBuf),
+    /// `--credentials`: the `password` key.
+    Credentials(PathBuf),
+}
+
+impl PasswordFile {
+    /// The path.
+    pub fn path(&self) -> &Path {
+        match self {
+            PasswordFile::Plain(p) | PasswordFile::Credentials(p) => p,
+        }
+    }
+
+    /// Reads the password from the file.
+    pub fn read(&self) -> Result<Secret, ConfigError> {
+        match self {
+            PasswordFile::Plain(p) => read_password_file(p),
+            PasswordFile::Credentials(p) => credentials::load(p)?.password.ok_or_else(|| ConfigError::Invalid {
+                flag: "--credentials",
+                reason: format!("{} has no password", p.display()),
+            }),
+        }
+    }
 }
 
 /// Reads a password file: its first line, without the line ending.
@@ -631,9 +660,16 @@ impl Settings {
             protocol,
             sasl,
             tls,
-            password_file: cli.password_file.clone(),
+            password_source_file: match sources.iter().rev().find(|(n, _)| *n == "password") {
+                Some((_, Source::PasswordFile)) => cli.password_file.clone().map(PasswordFile::Plain),
+                Some((_, Source::CredentialsFile)) => cli.credentials.clone().map(PasswordFile::Credentials),
+                _ => None,
+            },
             producer: ProducerSettings {
-                num_messages: cli.num_messages,
+                num_messages: match (cli.duration, source_of(matches, "num_messages")) {
+                    (Some(_), None) => None,
+                    _ => Some(cli.num_messages),
+                },
                 rate: cli.rate,
                 message_size: cli.message_size,
                 acks: if cli.acks == "-1" {
@@ -678,5 +714,119 @@ impl Settings {
         for (setting, source) in &self.sources {
             info!(setting, source = source.as_str(), "setting source");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+
+    fn resolve(args: &[&str]) -> Result<Settings, ConfigError> {
+        let mut argv = vec!["kafka-workload"];
+        argv.extend_from_slice(args);
+        let m = Cli::command().try_get_matches_from(argv).expect("parses");
+        let cli = Cli::from_arg_matches(&m).expect("parses");
+        Settings::resolve(&cli, &m)
+    }
+
+    fn creds_file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("creds.yaml");
+        std::fs::write(&path, text).unwrap();
+        let p = path.to_string_lossy().into_owned();
+        (dir, p)
+    }
+
+    fn source(s: &Settings, name: &str) -> Source {
+        s.sources.iter().rev().find(|(n, _)| *n == name).map(|(_, src)| *src).unwrap()
+    }
+
+    const CREDS: &str = "kafka:\n  endpoints: file-host:9092\n  username: file-user\n  password: file-pw\n  topic: file-topic\n  consumer-group-prefix: file-prefix-\n  tls: enabled\n";
+
+    #[test]
+    fn credentials_file_fills_what_flags_leave_out_and_flags_win() {
+        let (_d, f) = creds_file(CREDS);
+        let s = resolve(&["--producer", "--credentials", &f, "-t", "flag-topic"]).unwrap();
+        assert_eq!(s.cluster, Cluster::Brokers("file-host:9092".into()));
+        assert_eq!(s.topic, "flag-topic");
+        assert_eq!(source(&s, "topic"), Source::Flag);
+        assert_eq!(source(&s, "servers"), Source::CredentialsFile);
+        assert_eq!(s.sasl.as_ref().unwrap().username, "file-user");
+        assert_eq!(s.sasl.as_ref().unwrap().password.expose(), "file-pw");
+        assert_eq!(s.protocol, Protocol::SaslSsl, "tls: enabled selects SASL_SSL");
+        assert_eq!(s.consumer.group_id, "file-prefix-1");
+        assert_eq!(s.password_source_file, Some(PasswordFile::Credentials(f.clone().into())));
+    }
+
+    #[test]
+    fn an_explicit_protocol_beats_the_files_tls_flag() {
+        let (_d, f) = creds_file(CREDS);
+        let s = resolve(&["--producer", "--credentials", &f, "-x", "SASL_PLAINTEXT"]).unwrap();
+        assert_eq!(s.protocol, Protocol::SaslPlaintext);
+    }
+
+    #[test]
+    fn the_literal_none_prefix_falls_back_to_the_username() {
+        let s = resolve(&["--consumer", "-s", "h:1", "-u", "relation-8", "-p", "x", "-c", "None"]).unwrap();
+        assert_eq!(s.consumer.group_id, "relation-8-1");
+        assert_eq!(s.consumer.group_prefix, "relation-8-");
+    }
+
+    #[test]
+    fn defaults_match_client_py() {
+        let s = resolve(&["--producer", "-s", "h:1", "-u", "u", "-p", "p"]).unwrap();
+        assert_eq!(s.topic, "hot-topic");
+        assert_eq!(s.protocol, Protocol::SaslPlaintext);
+        assert_eq!(s.producer.num_messages, Some(15));
+        assert_eq!(s.sasl.unwrap().mechanism, "SCRAM-SHA-512");
+        assert_eq!(s.consumer.group_id, "u-1");
+        assert_eq!(s.consumer.idle_timeout, None, "a consumer runs until stopped");
+    }
+
+    #[test]
+    fn sasl_without_a_username_or_password_is_a_usage_error() {
+        assert!(matches!(resolve(&["--producer", "-s", "h:1"]), Err(ConfigError::Usage(m)) if m.contains("username")));
+        assert!(matches!(resolve(&["--producer", "-s", "h:1", "-u", "u"]), Err(ConfigError::Usage(m)) if m.contains("password")));
+    }
+
+    #[test]
+    fn a_certificate_without_its_key_is_refused() {
+        let (_d, f) = creds_file("x");
+        let err = resolve(&["--producer", "-s", "h:1", "-x", "SSL", "--certfile-path", &f]).unwrap_err();
+        assert!(err.to_string().contains("--keyfile-path"), "{err}");
+    }
+
+    #[test]
+    fn unknown_protocol_names_the_flag() {
+        let err = resolve(&["--producer", "-s", "h:1", "-x", "KERBEROS"]).unwrap_err();
+        assert!(err.to_string().contains("--security-protocol"), "{err}");
+        assert_eq!(resolve(&["--producer", "-s", "h:1", "-x", "plaintext"]).unwrap().protocol, Protocol::Plaintext);
+    }
+
+    #[test]
+    fn duration_without_a_count_produces_until_it_ends_but_zero_means_zero() {
+        let s = resolve(&["--producer", "--duration", "5"]).unwrap();
+        assert_eq!(s.producer.num_messages, None);
+        let s = resolve(&["--producer", "--duration", "5", "-n", "0"]).unwrap();
+        assert_eq!(s.producer.num_messages, Some(0));
+    }
+
+    #[test]
+    fn both_roles_stop_when_the_run_is_complete_unless_told_otherwise() {
+        let s = resolve(&["--producer", "--consumer"]).unwrap();
+        assert!(s.consumer.stop_when_run_complete);
+        assert_eq!(s.consumer.idle_timeout, Some(Duration::from_secs(15)));
+        let s = resolve(&["--producer", "--consumer", "--consume-forever"]).unwrap();
+        assert!(!s.consumer.stop_when_run_complete);
+        assert_eq!(s.consumer.idle_timeout, None);
+    }
+
+    #[test]
+    fn password_flag_and_password_file_flag_conflict() {
+        let (_d, f) = creds_file("pw\n");
+        assert!(matches!(resolve(&["--producer", "-s", "h:1", "-u", "u", "-p", "x", "--password-file", &f]), Err(ConfigError::Usage(_))));
+        let s = resolve(&["--producer", "-s", "h:1", "-u", "u", "--password-file", &f]).unwrap();
+        assert_eq!(s.sasl.unwrap().password.expose(), "pw");
     }
 }

@@ -79,6 +79,8 @@ pub struct ConsumerJob {
     pub shared: Arc<ConsumerShared>,
     /// Stop when cancelled.
     pub cancel: CancellationToken,
+    /// A rotating password, when it comes from a file.
+    pub password: Option<Arc<crate::config::PasswordWatch>>,
     /// The producer of this process, if any.
     pub own: Option<OwnRun>,
     /// With `--mongo-uri`: records go to MongoDB, and an offset is stored only once the sink
@@ -122,6 +124,7 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
     let started = Instant::now();
     let deadline = s.duration.map(|d| started + d);
     let mut last_activity = Instant::now();
+    let mut rotation_seen = 0;
     let log_limit = s.output.log_messages;
     let own_run_id = job.own.as_ref().map(|o| o.run_id.clone());
     let mut result: anyhow::Result<()> = Ok(());
@@ -151,6 +154,7 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
                 break "authentication failed".into();
             }
         }
+        super::context::apply_rotation(consumer.client(), job.password.as_deref(), &mut rotation_seen);
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(e)) => {

@@ -34,8 +34,10 @@ pub struct Plan {
 impl Plan {
     /// Bars only when progress is allowed and stderr is a terminal.
     pub fn from_settings(s: &Settings) -> Plan {
-        let n = s.producer.num_messages;
-        let produce_total = (s.mode.produces() && n > 0).then_some(n);
+        let produce_total = s
+            .producer
+            .num_messages
+            .filter(|&n| s.mode.produces() && n > 0);
         let consume_total = s.consumer.expect.or_else(|| {
             (s.mode == Mode::Both && s.consumer.stop_when_run_complete)
                 .then_some(produce_total)

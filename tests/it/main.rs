@@ -5,3 +5,4 @@ mod audit;
 mod drop_in;
 mod fixture;
 mod mongo;
+mod rotation;

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
-use std::process::Command;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
@@ -129,13 +129,26 @@ fn pymongo_count(db: &str, collection: &str) -> u64 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-fn wait_for_count(db: &str, collection: &str, at_least: u64, limit: Duration) {
+/// Waits until `db.collection` holds `at_least` documents while `child` runs; if the child ends
+/// first or the time runs out, kills it and fails with its output. Nobody reads the child's
+/// pipes meanwhile, so it must log little (`--log-messages 3`) or it blocks on a full pipe.
+fn wait_for_count(mut child: Child, db: &str, collection: &str, at_least: u64) -> Child {
+    let limit = Duration::from_secs(60);
     let started = Instant::now();
-    while count(db, collection) < at_least {
-        assert!(
-            started.elapsed() < limit,
-            "{db}.{collection} did not reach {at_least} documents within {limit:?}"
-        );
+    loop {
+        let n = count(db, collection);
+        if n >= at_least {
+            return child;
+        }
+        let exited = child.try_wait().expect("wait").is_some();
+        if exited || started.elapsed() > limit {
+            let _ = child.kill();
+            let out = finish(child, Duration::from_secs(10));
+            panic!(
+                "{db}.{collection} has {n} of {at_least} documents after {:?}:\n{out}",
+                started.elapsed()
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -235,8 +248,7 @@ fn a_consumer_killed_before_committing_replays_into_duplicates_not_new_documents
     first
         .args(["--consumer", "--group-id", &group])
         .args(["-X", "auto.commit.interval.ms=600000"]);
-    let child = spawn(first);
-    wait_for_count(&topic, "consumer", 300, Duration::from_secs(60));
+    let child = wait_for_count(spawn(first), &topic, "consumer", 300);
     signal(&child, libc::SIGKILL);
     let _ = finish(child, Duration::from_secs(10));
 
@@ -331,8 +343,7 @@ fn a_database_outage_shorter_than_the_bound_loses_no_document() {
         ])
         .arg("--json")
         .arg(&json);
-    let child = spawn(cmd);
-    wait_for_count(&topic, "producer", 300, Duration::from_secs(60));
+    let child = wait_for_count(spawn(cmd), &topic, "producer", 300);
     {
         let _restart = RestartOnDrop;
         test_bed(&["mongo-stop"]);
@@ -377,9 +388,16 @@ fn a_database_down_past_the_bound_exits_9_with_one_line_without_the_password() {
     cmd.args(["-x", "PLAINTEXT", "-s", &bed().plaintext, "-t", &topic])
         .args(["--producer", "--consumer", "-n", "1000000", "--rate", "500"])
         .args(["--num-partitions", "2", "-r", "1", "--group-id", &group])
-        .args(["--no-progress", "--mongo-uri", &uri, "--mongo-timeout", "3"]);
-    let child = spawn(cmd);
-    wait_for_count(&topic, "consumer", 200, Duration::from_secs(60));
+        .args([
+            "--no-progress",
+            "--log-messages",
+            "3",
+            "--mongo-uri",
+            &uri,
+            "--mongo-timeout",
+            "3",
+        ]);
+    let child = wait_for_count(spawn(cmd), &topic, "consumer", 200);
     let out = {
         let _restart = RestartOnDrop;
         test_bed(&["mongo-stop"]);
@@ -430,7 +448,7 @@ fn refused_mongodb_credentials_fail_at_once_with_exit_9_without_the_password() {
         &unique("mongo-auth"),
     ])
     .args(["--producer", "-n", "10", "--num-partitions", "1", "-r", "1"])
-    .args(["--no-progress", "--mongo-uri", &uri]);
+    .args(["--no-progress", "--log-messages", "3", "--mongo-uri", &uri]);
     let out = run(cmd, Duration::from_secs(60));
     assert_eq!(out.code(), 9, "{out}");
     assert!(

@@ -135,10 +135,10 @@ pub fn init(log_file: Option<&Path>) -> anyhow::Result<()> {
                     source: e,
                 })?;
             builder
-                .with_writer(std::io::stdout.and(Mutex::new(file)))
+                .with_writer(crate::report::progress::bar_safe_stdout.and(Mutex::new(file)))
                 .try_init()
         }
-        None => builder.with_writer(std::io::stdout).try_init(),
+        None => builder.with_writer(crate::report::progress::bar_safe_stdout).try_init(),
     }
     .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }

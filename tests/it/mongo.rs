@@ -153,6 +153,14 @@ fn wait_for_count(mut child: Child, db: &str, collection: &str, at_least: u64) -
     }
 }
 
+/// Drops a test's database once it has passed (a failed test leaves it to look at).
+fn drop_database(db: &str) {
+    block_on(async {
+        let client = mongodb::Client::with_uri_str(mongo_uri()).await.unwrap();
+        client.database(db).drop().await.unwrap();
+    })
+}
+
 /// The `_id`s of the JSON messages in the topic, read with kcat.
 fn kafka_ids(topic: &str) -> BTreeSet<String> {
     kcat_read_all(topic)
@@ -220,6 +228,7 @@ fn every_acknowledged_and_consumed_message_has_one_document_in_each_collection()
     }
     assert_eq!(pymongo_count(&topic, "producer"), 500);
     assert_eq!(pymongo_count(&topic, "consumer"), 500);
+    drop_database(&topic);
 }
 
 #[test]
@@ -270,6 +279,7 @@ fn a_consumer_killed_before_committing_replays_into_duplicates_not_new_documents
     assert!(out.stdout.contains("Duplicated key with id: "), "{out}");
     assert_eq!(count(&topic, "consumer"), 300);
     assert_eq!(pymongo_count(&topic, "consumer"), 300);
+    drop_database(&topic);
 }
 
 #[test]
@@ -310,6 +320,7 @@ fn two_consumer_groups_on_one_topic_are_recorded_separately() {
         assert_eq!(strings(&mine, "message_id"), produced, "group {group}");
     }
     assert_eq!(pymongo_count(&topic, "consumer"), 400);
+    drop_database(&topic);
 }
 
 #[test]
@@ -323,6 +334,7 @@ fn a_topic_with_a_dot_is_recorded_in_the_database_named_with_an_underscore() {
     let database = topic.replace('.', "_");
     assert_eq!(count(&database, "producer"), 20);
     assert_eq!(pymongo_count(&database, "producer"), 20);
+    drop_database(&database);
 }
 
 #[test]
@@ -369,6 +381,7 @@ fn a_database_outage_shorter_than_the_bound_loses_no_document() {
     let retries = result["mongo"]["producer"]["retries"].as_u64().unwrap()
         + result["mongo"]["consumer"]["retries"].as_u64().unwrap();
     assert!(retries > 0, "the outage was not noticed: {result}");
+    drop_database(&topic);
 }
 
 #[test]
@@ -427,6 +440,7 @@ fn a_database_down_past_the_bound_exits_9_with_one_line_without_the_password() {
         "{} messages never stored",
         missing.len()
     );
+    drop_database(&topic);
 }
 
 #[test]

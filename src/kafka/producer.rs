@@ -197,14 +197,20 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
     let total = s.producer.num_messages;
     let interval = s.producer.rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let window_start = Instant::now();
-    // One metadata round trip before the first send: an idempotent producer that sends before
-    // any broker connection is up can wait for librdkafka's 500 ms ProducerId retry timer. The
-    // round trip counts in the throughput window; the --rate schedule starts after it.
-    if let Err(e) = producer
-        .client()
-        .fetch_metadata(Some(&s.topic), s.connect_timeout)
-    {
-        warn!(error = %e, "no metadata for the topic yet; sending anyway");
+    // Two metadata round trips before the first send. librdkafka asks for the idempotent
+    // producer's id when a metadata answer arrives, but only if a broker connection is up then;
+    // the bootstrap connection closes once the first answer names the real brokers, so without
+    // a second answer (from a real broker) the id waits for a 500 ms retry timer, and so does
+    // every message. The round trips count in the throughput window; a --rate schedule starts
+    // after them.
+    for _ in 0..2 {
+        if let Err(e) = producer
+            .client()
+            .fetch_metadata(Some(&s.topic), s.connect_timeout)
+        {
+            warn!(error = %e, "no metadata for the topic yet; sending anyway");
+            break;
+        }
     }
     let started = Instant::now();
     let start_us = job.anchor.elapsed().as_micros() as u64;

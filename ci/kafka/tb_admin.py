@@ -12,7 +12,7 @@ librdkafka's AdminClient has AlterUserScramCredentials, CreateAcls, DescribeAcls
 "Effective on every broker": SCRAM credentials and ACLs reach each broker through the KRaft
 metadata log, a little after the controller acknowledges them. A fresh librdkafka client whose
 only bootstrap address is one broker sends its first Metadata request to that broker (the
-response names the broker that answered, which is checked), so probing each broker that way
+response names the broker that answered; an answer from another is retried), so probing each broker that way
 shows what that broker enforces: authentication passes with the new password, and the topic is
 no longer TOPIC_AUTHORIZATION_FAILED. All of one user's ACLs are created in one CreateAcls call,
 which the controller writes as one batch of records, so a broker that shows the topic DESCRIBE
@@ -22,6 +22,7 @@ Exit codes: 0 done, 1 failed or timed out, 2 bad usage.
 """
 
 import argparse
+import fcntl
 import os
 import sys
 import time
@@ -65,6 +66,7 @@ class TestBed:
         self.nodes = list(range(1, int(env["KAFKA_BROKERS"]) + 1))
         self.scram_addrs = env["KAFKA_SASL_PLAINTEXT"].split(",")
         self.mtls_addrs = env["KAFKA_SSL"].split(",")
+        self.plaintext_addrs = env["KAFKA_PLAINTEXT"].split(",")
         self.admin_user = env["KAFKA_ADMIN_USER"]
         self.admin_password = env["KAFKA_ADMIN_PASSWORD"]
         self.mtls_principal = env["KAFKA_MTLS_PRINCIPAL"]
@@ -111,21 +113,35 @@ class Probe:
 
 
 def probe(addr, security, topic=None, timeout=2.0):
-    """Ask the broker at addr (and only it) for metadata, as the principal in `security`."""
+    """Ask the broker at addr (and only it) for metadata, as the principal in `security`.
+
+    A fresh client knows only its bootstrap broker, so its first Metadata request almost
+    always goes there; the response names the broker that answered, and an answer from another
+    broker (librdkafka had already connected to one it learned of) is retried with a new client.
+    """
+    port = addr.rsplit(":", 1)[1]
+    deadline = time.monotonic() + timeout
+    last = Probe(detail="no metadata answer")
+    while time.monotonic() < deadline:
+        last = probe_once(addr, port, security, topic, deadline)
+        if last.ok or last.auth_failed or not last.detail.startswith("answered by"):
+            return last
+    return last
+
+
+def probe_once(addr, port, security, topic, deadline):
     errors = []
     conf = {
         "bootstrap.servers": addr,
         "client.id": "test-bed-probe",
         "error_cb": errors.append,
         "log_level": 0,  # refused logins are expected while waiting; report them ourselves
-        "socket.connection.setup.timeout.ms": int(timeout * 1000),
+        "socket.connection.setup.timeout.ms": 2000,
         "reconnect.backoff.ms": 50,
         "reconnect.backoff.max.ms": 200,
     }
     conf.update(security)
     client = AdminClient(conf)
-    port = addr.rsplit(":", 1)[1]
-    deadline = time.monotonic() + timeout
     while True:
         remaining = deadline - time.monotonic()
         client.poll(0)  # error_cb (a refused login) only runs inside poll()
@@ -138,7 +154,6 @@ def probe(addr, security, topic=None, timeout=2.0):
         except KafkaException as exc:
             errors.append(exc.args[0])
             continue
-        # Only the bootstrap broker is known when the first request leaves, but check anyway.
         if f":{port}/" not in (md.orig_broker_name or ""):
             return Probe(detail=f"answered by {md.orig_broker_name}, not {addr}")
         topic_error = None
@@ -172,6 +187,8 @@ def cmd_wait_ready(tb, args):
         expected = {n for n in tb.nodes if tb.pid_alive(n)}
         for n in query:
             p = probe(tb.scram_addrs[n - 1], admin_sec, timeout=2.0)
+            if p.auth_failed:
+                return False, f"broker {n}: refused the admin login: {p.detail}"
             if not p.ok:
                 return False, f"broker {n}: {p.detail}"
             if not expected <= p.brokers:
@@ -179,6 +196,7 @@ def cmd_wait_ready(tb, args):
         return True, ""
 
     deadline = time.monotonic() + args.timeout
+    healed = set()
     while time.monotonic() < deadline:
         done, detail = check()
         if done:
@@ -186,9 +204,63 @@ def cmd_wait_ready(tb, args):
         if "is not running" in detail:
             print(f"tb_admin: {detail}", file=sys.stderr)
             return 1
+        refused = [n for n in query if n not in healed and detail.startswith(f"broker {n}: refused")]
+        for n in refused:
+            heal_credentials(tb, n)
+            healed.add(n)
         time.sleep(0.25)
     print(f"tb_admin: brokers not ready after {args.timeout:.0f} s: {detail}", file=sys.stderr)
     return 1
+
+
+def users_file(tb):
+    return os.path.join(tb.dir, "users.tsv")
+
+
+def remember_user(tb, name, password):
+    """Keep name/password of users this bed created (mode 600), for heal_credentials.
+    Tests create users in parallel, hence the lock around read-modify-write."""
+    path = users_file(tb)
+    with open(path + ".lock", "w", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        users = load_users(tb)
+        if password is None:
+            users.pop(name, None)
+        else:
+            users[name] = password
+        tmp = path + f".{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(f"{n}\t{p}\n" for n, p in sorted(users.items()))
+        os.replace(tmp, path)
+
+
+def load_users(tb):
+    try:
+        with open(users_file(tb), encoding="utf-8") as f:
+            return dict(line.rstrip("\n").split("\t", 1) for line in f if "\t" in line)
+    except FileNotFoundError:
+        return {}
+
+
+def heal_credentials(tb, node):
+    """Work around a Kafka 4.1.2 fault: a restarted broker can come back refusing every SCRAM
+    user that existed before its restart (users created afterwards work), admin and so the
+    inter-broker login included. Seen with 1 and 3 nodes, after SIGKILL, once the bed has had
+    some user/ACL/topic churn. Writing those credentials again puts fresh records into the
+    metadata log, which the restarted broker applies. It goes through the open PLAINTEXT
+    listener (a super user there), which needs no SCRAM login on any broker."""
+    alive = [a for n, a in zip(tb.nodes, tb.plaintext_addrs) if tb.pid_alive(n)]
+    users = {tb.admin_user: tb.admin_password, **load_users(tb)}
+    print(f"tb_admin: broker {node} refuses SCRAM logins after its restart (a Kafka 4.1 fault); "
+          f"writing {len(users)} SCRAM credential(s) again", file=sys.stderr)
+    admin = AdminClient({"bootstrap.servers": ",".join(alive), "client.id": "test-bed-admin"})
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
+    ups = [UserScramCredentialUpsertion(n, info, p.encode()) for n, p in users.items()]
+    try:
+        wait_futures(admin.alter_user_scram_credentials(ups), "SCRAM credential")
+    except SystemExit as exc:
+        print(exc.code, file=sys.stderr)
 
 
 def resource_for(topic):
@@ -254,6 +326,7 @@ def cmd_user(tb, args):
         info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
         up = UserScramCredentialUpsertion(args.name, info, args.password.encode())
         wait_futures(admin.alter_user_scram_credentials([up]), "SCRAM credential")
+        remember_user(tb, args.name, args.password)
     group_prefix = args.group_prefix if args.group_prefix is not None else f"{args.name}-"
     bindings = bindings_for(principal, args.topic, roles, group_prefix)
     wait_futures(admin.create_acls(bindings), "CreateAcls")
@@ -282,6 +355,7 @@ def user_delete(tb, args):
         deletion = UserScramCredentialDeletion(args.name, ScramMechanism.SCRAM_SHA_512)
         wait_futures(admin.alter_user_scram_credentials([deletion]), "SCRAM deletion",
                      ignore=(KafkaError.RESOURCE_NOT_FOUND,))
+        remember_user(tb, args.name, None)
     acl_filter = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, principal,
                                   None, AclOperation.ANY, AclPermissionType.ANY)
     wait_futures(admin.delete_acls([acl_filter]), "DeleteAcls")

@@ -92,6 +92,10 @@ pub fn properties(
             set(&mut p, "session.timeout.ms", "10000");
             set(&mut p, "enable.partition.eof", "false");
             set(&mut p, "fetch.wait.max.ms", "100");
+            // librdkafka's default 1000 ms pause, taken whenever its prefetch queue is full,
+            // leaves the connection idle most of the time once the consumer keeps up with a
+            // backlog: 1,000,000 records took 5 s with it and 1 s without (scripts/bench).
+            set(&mut p, "fetch.queue.backoff.ms", "10");
         }
     }
     for (k, v) in &settings.overrides {

@@ -168,6 +168,9 @@ pub struct Fields<'a> {
 
 /// Reads a record value.
 pub fn decode(value: &[u8]) -> Decoded<'_> {
+    if let Some(f) = decode_written(value) {
+        return Decoded::Ours(f);
+    }
     // serde would also accept a JSON array for a struct; only objects are messages.
     if value.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Decoded::NotJson;
@@ -177,6 +180,63 @@ pub fn decode(value: &[u8]) -> Decoded<'_> {
         Ok(f) => Decoded::ForeignJson(f),
         Err(_) => Decoded::NotJson,
     }
+}
+
+/// Reads a value in exactly the shape [`MessageWriter`] writes, without a JSON parser: the fields
+/// the audit needs sit at fixed places at the start (`timestamp`, `_id`) and at the end (`run_id`,
+/// `seq`, `sent_ns`). `origin` and `content` in between are skipped, not parsed. Anything else,
+/// including JSON with other spacing or field order, gives `None` and goes to serde. This is a
+/// quarter of the consumer loop's time saved (scripts/bench).
+fn decode_written(value: &[u8]) -> Option<Fields<'_>> {
+    let rest = value.strip_prefix(b"{\"timestamp\": ")?;
+    let ts_len = rest
+        .iter()
+        .position(|&c| !(c.is_ascii_digit() || c == b'.'))?;
+    let timestamp: f64 = std::str::from_utf8(&rest[..ts_len]).ok()?.parse().ok()?;
+    let rest = rest[ts_len..].strip_prefix(b", \"_id\": \"")?;
+    let id = rest.get(..32)?;
+    if !id.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let middle = rest[32..].strip_prefix(b"\", \"origin\": \"")?;
+
+    let (body, sent_ns) = split_trailing_u64(middle.strip_suffix(b"}")?)?;
+    let (body, seq) = split_trailing_u64(body.strip_suffix(b", \"sent_ns\": ")?)?;
+    let body = body.strip_suffix(b"\", \"seq\": ")?;
+    let quote = body.iter().rposition(|&c| c == b'"')?;
+    let run_id = &body[quote + 1..];
+    if run_id.is_empty() || !run_id.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c)) {
+        return None;
+    }
+    // What is left holds origin and content: `...", "content": "...", "run_id": `. Only quotes
+    // can start the separator, so only they are compared.
+    let inner = body[..=quote].strip_suffix(b"\", \"run_id\": \"")?;
+    let separator: &[u8] = b"\", \"content\": \"";
+    if !inner
+        .iter()
+        .enumerate()
+        .any(|(i, &c)| c == b'"' && inner[i..].starts_with(separator))
+    {
+        return None;
+    }
+    Some(Fields {
+        timestamp: Some(timestamp),
+        id: Some(std::str::from_utf8(id).ok()?),
+        run_id: Some(std::str::from_utf8(run_id).ok()?),
+        seq: Some(seq),
+        sent_ns: Some(sent_ns),
+    })
+}
+
+/// Splits the decimal number at the end of `b` off: (what precedes it, the number).
+fn split_trailing_u64(b: &[u8]) -> Option<(&[u8], u64)> {
+    let start = b.iter().rposition(|c| !c.is_ascii_digit()).map_or(0, |i| i + 1);
+    let digits = &b[start..];
+    if digits.is_empty() || digits.len() > 20 || (digits.len() > 1 && digits[0] == b'0') {
+        return None;
+    }
+    let n = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some((&b[..start], n))
 }
 
 #[cfg(test)]
@@ -250,6 +310,38 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn written_values_read_without_serde_read_as_serde_reads_them() {
+        let origins = ["o", "juju-29b29f-7 (10.157.174.242)", "h\u{e9}st \"q\", \"run_id\": \"x\" \\"];
+        for (i, origin) in origins.iter().enumerate() {
+            for size in [None, Some(100), Some(1000)] {
+                let mut w = MessageWriter::new(origin, "0123456789abcdef", size);
+                for (seq, ts) in [(0, 1_700_000_000_000_000), (123_456, 1_768_919_219_744_478)] {
+                    let v = w.write(seq, ts + i as u64, ID, seq * 1_000 + 7).to_vec();
+                    let fast = decode_written(&v).expect("the writer's shape");
+                    let slow: Fields<'_> = serde_json::from_slice(&v).unwrap();
+                    assert_eq!((fast.id, fast.run_id, fast.seq), (slow.id, slow.run_id, slow.seq));
+                    assert_eq!(fast.sent_ns, slow.sent_ns);
+                    let (a, b) = (fast.timestamp.unwrap(), slow.timestamp.unwrap());
+                    assert!((a - b).abs() < 1e-6, "{a} {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn values_not_in_the_writers_exact_shape_go_to_serde() {
+        let compact = br#"{"timestamp":1.5,"_id":"9f4da8c1df2547f18c4d3365f7fb1c54","origin":"o","content":"Message #1","run_id":"r","seq":1,"sent_ns":2}"#;
+        assert!(decode_written(compact).is_none());
+        assert!(matches!(decode(compact), Decoded::Ours(Fields { seq: Some(1), .. })));
+        let reordered = br#"{"timestamp": 1.5, "_id": "9f4da8c1df2547f18c4d3365f7fb1c54", "origin": "o", "content": "Message #1", "seq": 1, "run_id": "r", "sent_ns": 2}"#;
+        assert!(decode_written(reordered).is_none());
+        assert!(matches!(decode(reordered), Decoded::Ours(_)));
+        let leading_zero = br#"{"timestamp": 1.5, "_id": "9f4da8c1df2547f18c4d3365f7fb1c54", "origin": "o", "content": "Message #1", "run_id": "r", "seq": 01, "sent_ns": 2}"#;
+        assert!(decode_written(leading_zero).is_none());
+        assert_eq!(decode_written(b"{\"timestamp\": "), None);
     }
 
     #[test]

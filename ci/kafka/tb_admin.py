@@ -46,6 +46,14 @@ SCRAM_ITERATIONS = 4096  # Kafka's minimum for SHA-512; clients hash this per co
 PROBE_SUFFIX = "tb-probe"
 
 
+class UsageError(Exception):
+    """Bad arguments: exit code 2."""
+
+
+class Failed(Exception):
+    """A Kafka call failed: exit code 1."""
+
+
 def read_env(path):
     env = {}
     with open(path, encoding="utf-8") as f:
@@ -259,8 +267,8 @@ def heal_credentials(tb, node):
     ups = [UserScramCredentialUpsertion(n, info, p.encode()) for n, p in users.items()]
     try:
         wait_futures(admin.alter_user_scram_credentials(ups), "SCRAM credential")
-    except SystemExit as exc:
-        print(exc.code, file=sys.stderr)
+    except Failed as exc:
+        print(f"tb_admin: {exc}", file=sys.stderr)
 
 
 def resource_for(topic):
@@ -268,7 +276,7 @@ def resource_for(topic):
     if topic.endswith("*"):
         prefix = topic[:-1]
         if not prefix:
-            raise SystemExit("tb_admin: --topic '*' alone would grant every topic; name a prefix")
+            raise UsageError("--topic '*' alone would grant every topic; name a prefix")
         return prefix, ResourcePatternType.PREFIXED, prefix + PROBE_SUFFIX
     return topic, ResourcePatternType.LITERAL, topic
 
@@ -299,7 +307,7 @@ def wait_futures(futures, what, ignore=()):
             err = exc.args[0]
             if isinstance(err, KafkaError) and err.code() in ignore:
                 continue
-            raise SystemExit(f"tb_admin: {what} failed for {key}: {err}")
+            raise Failed(f"{what} failed for {key}: {err}")
 
 
 def cmd_user(tb, args):
@@ -307,16 +315,16 @@ def cmd_user(tb, args):
     if args.delete:
         return user_delete(tb, args)
     if not args.topic or not roles:
-        raise SystemExit("tb_admin: user needs --topic and --roles (or --delete)")
+        raise UsageError("user needs --topic and --roles (or --delete)")
     unknown = roles - {"producer", "consumer"}
     if unknown:
-        raise SystemExit(f"tb_admin: unknown role(s) {sorted(unknown)}; use producer,consumer")
+        raise UsageError(f"unknown role(s) {sorted(unknown)}; use producer,consumer")
     if args.mtls:
         principal, security = tb.mtls_principal, tb.mtls_conf()
         addrs = tb.mtls_addrs
     else:
         if not args.password:
-            raise SystemExit("tb_admin: user NAME PASSWORD ... (or --mtls)")
+            raise UsageError("user NAME PASSWORD ... (or --mtls)")
         principal = f"User:{args.name}"
         security = tb.scram_conf(args.name, args.password)
         addrs = tb.scram_addrs
@@ -413,15 +421,16 @@ def main(argv):
     if args.cmd == "wait-ready":
         return cmd_wait_ready(tb, args)
     if args.mtls and args.password:
-        raise SystemExit("tb_admin: --mtls takes no password")
+        raise UsageError("--mtls takes no password")
     return cmd_user(tb, args)
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main(sys.argv[1:]))
-    except SystemExit as exc:
-        if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
-            sys.exit(2 if "needs" in exc.code or "takes no" in exc.code else 1)
-        raise
+    except UsageError as exc:
+        print(f"tb_admin: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except Failed as exc:
+        print(f"tb_admin: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -31,14 +31,14 @@ pub const EXIT_MONGO: u8 = 9;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A file named by a flag cannot be read.
-    #[error("cannot read {what} {}: {source}", path.display())]
+    #[error("cannot read {what} {}: {cause}", path.display())]
     Unreadable {
         /// Which flag's file, e.g. "CA file (--cafile-path)".
         what: String,
         /// The path as given.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, not the cause chain, so it is printed once).
+        cause: std::io::Error,
     },
     /// A credentials file that is not the expected YAML/JSON.
     #[error("malformed credentials file {}: {reason}", path.display())]

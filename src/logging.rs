@@ -132,13 +132,15 @@ pub fn init(log_file: Option<&Path>) -> anyhow::Result<()> {
                 .map_err(|e| crate::error::ConfigError::Unreadable {
                     what: "log file (--log-file)".into(),
                     path: path.to_path_buf(),
-                    source: e,
+                    cause: e,
                 })?;
             builder
                 .with_writer(crate::report::progress::bar_safe_stdout.and(Mutex::new(file)))
                 .try_init()
         }
-        None => builder.with_writer(crate::report::progress::bar_safe_stdout).try_init(),
+        None => builder
+            .with_writer(crate::report::progress::bar_safe_stdout)
+            .try_init(),
     }
     .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
-use kafka_workload::{cli::Cli, config::Settings, error, logging, report, shutdown};
+use kafka_workload::cli::{self, Cli};
+use kafka_workload::{config::Settings, error, logging, report, shutdown};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -13,8 +14,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     if let Err(e) = logging::init(cli.log_file.as_deref()) {
-        eprintln!("kafka-workload: error: {e:#}");
-        return ExitCode::from(error::exit_code(&e));
+        return exit(Err(e));
     }
     if let Some(cli::Command::Merge {
         files,
@@ -26,11 +26,7 @@ fn main() -> ExitCode {
     }
     let settings = match Settings::resolve(&cli, &matches) {
         Ok(s) => s,
-        Err(e) => {
-            let e = anyhow::Error::new(e);
-            eprintln!("kafka-workload: error: {e:#}");
-            return ExitCode::from(error::exit_code(&e));
-        }
+        Err(e) => return exit(Err(e.into())),
     };
     // Thresholds are checked before any broker is contacted.
     let conditions = match report::assert::parse_all(&settings.output.asserts).and_then(|c| {
@@ -47,8 +43,9 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("kafka-workload: error: cannot start the runtime: {e}");
-            return ExitCode::from(error::EXIT_FAILURE);
+            return exit(Err(
+                anyhow::Error::new(e).context("cannot start the runtime")
+            ))
         }
     };
     let outcome = runtime.block_on(async {
@@ -99,5 +96,3 @@ fn exit(status: anyhow::Result<()>) -> ExitCode {
         }
     }
 }
-
-use kafka_workload::cli;

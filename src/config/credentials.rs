@@ -47,10 +47,10 @@ struct RawCredentials {
 
 /// Reads and parses a credentials file; errors name the file, never a value from it.
 pub fn load(path: &Path) -> Result<Credentials, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Unreadable {
         what: "credentials file (--credentials)".into(),
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     parse(&text).map_err(|reason| ConfigError::Malformed {
         path: path.to_path_buf(),

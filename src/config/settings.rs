@@ -294,20 +294,24 @@ impl PasswordFile {
     pub fn read(&self) -> Result<Secret, ConfigError> {
         match self {
             PasswordFile::Plain(p) => read_password_file(p),
-            PasswordFile::Credentials(p) => credentials::load(p)?.password.ok_or_else(|| ConfigError::Invalid {
-                flag: "--credentials",
-                reason: format!("{} has no password", p.display()),
-            }),
+            PasswordFile::Credentials(p) => {
+                credentials::load(p)?
+                    .password
+                    .ok_or_else(|| ConfigError::Invalid {
+                        flag: "--credentials",
+                        reason: format!("{} has no password", p.display()),
+                    })
+            }
         }
     }
 }
 
 /// Reads a password file: its first line, without the line ending.
 pub fn read_password_file(path: &Path) -> Result<Secret, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Unreadable {
         what: "password file (--password-file)".into(),
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
     if line.is_empty() {
@@ -350,10 +354,10 @@ fn check_readable(path: &Path, what: &str) -> Result<(), ConfigError> {
     std::fs::File::open(path)
         .and_then(|mut f| std::io::Read::read(&mut f, &mut [0u8; 1]))
         .map(|_| ())
-        .map_err(|source| ConfigError::Unreadable {
+        .map_err(|cause| ConfigError::Unreadable {
             what: what.into(),
             path: path.to_path_buf(),
-            source,
+            cause,
         })
 }
 
@@ -661,8 +665,12 @@ impl Settings {
             sasl,
             tls,
             password_source_file: match sources.iter().rev().find(|(n, _)| *n == "password") {
-                Some((_, Source::PasswordFile)) => cli.password_file.clone().map(PasswordFile::Plain),
-                Some((_, Source::CredentialsFile)) => cli.credentials.clone().map(PasswordFile::Credentials),
+                Some((_, Source::PasswordFile)) => {
+                    cli.password_file.clone().map(PasswordFile::Plain)
+                }
+                Some((_, Source::CredentialsFile)) => {
+                    cli.credentials.clone().map(PasswordFile::Credentials)
+                }
                 _ => None,
             },
             producer: ProducerSettings {
@@ -739,7 +747,12 @@ mod tests {
     }
 
     fn source(s: &Settings, name: &str) -> Source {
-        s.sources.iter().rev().find(|(n, _)| *n == name).map(|(_, src)| *src).unwrap()
+        s.sources
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, src)| *src)
+            .unwrap()
     }
 
     const CREDS: &str = "kafka:\n  endpoints: file-host:9092\n  username: file-user\n  password: file-pw\n  topic: file-topic\n  consumer-group-prefix: file-prefix-\n  tls: enabled\n";
@@ -754,9 +767,16 @@ mod tests {
         assert_eq!(source(&s, "servers"), Source::CredentialsFile);
         assert_eq!(s.sasl.as_ref().unwrap().username, "file-user");
         assert_eq!(s.sasl.as_ref().unwrap().password.expose(), "file-pw");
-        assert_eq!(s.protocol, Protocol::SaslSsl, "tls: enabled selects SASL_SSL");
+        assert_eq!(
+            s.protocol,
+            Protocol::SaslSsl,
+            "tls: enabled selects SASL_SSL"
+        );
         assert_eq!(s.consumer.group_id, "file-prefix-1");
-        assert_eq!(s.password_source_file, Some(PasswordFile::Credentials(f.clone().into())));
+        assert_eq!(
+            s.password_source_file,
+            Some(PasswordFile::Credentials(f.clone().into()))
+        );
     }
 
     #[test]
@@ -768,7 +788,18 @@ mod tests {
 
     #[test]
     fn the_literal_none_prefix_falls_back_to_the_username() {
-        let s = resolve(&["--consumer", "-s", "h:1", "-u", "relation-8", "-p", "x", "-c", "None"]).unwrap();
+        let s = resolve(&[
+            "--consumer",
+            "-s",
+            "h:1",
+            "-u",
+            "relation-8",
+            "-p",
+            "x",
+            "-c",
+            "None",
+        ])
+        .unwrap();
         assert_eq!(s.consumer.group_id, "relation-8-1");
         assert_eq!(s.consumer.group_prefix, "relation-8-");
     }
@@ -781,19 +812,35 @@ mod tests {
         assert_eq!(s.producer.num_messages, Some(15));
         assert_eq!(s.sasl.unwrap().mechanism, "SCRAM-SHA-512");
         assert_eq!(s.consumer.group_id, "u-1");
-        assert_eq!(s.consumer.idle_timeout, None, "a consumer runs until stopped");
+        assert_eq!(
+            s.consumer.idle_timeout, None,
+            "a consumer runs until stopped"
+        );
     }
 
     #[test]
     fn sasl_without_a_username_or_password_is_a_usage_error() {
-        assert!(matches!(resolve(&["--producer", "-s", "h:1"]), Err(ConfigError::Usage(m)) if m.contains("username")));
-        assert!(matches!(resolve(&["--producer", "-s", "h:1", "-u", "u"]), Err(ConfigError::Usage(m)) if m.contains("password")));
+        assert!(
+            matches!(resolve(&["--producer", "-s", "h:1"]), Err(ConfigError::Usage(m)) if m.contains("username"))
+        );
+        assert!(
+            matches!(resolve(&["--producer", "-s", "h:1", "-u", "u"]), Err(ConfigError::Usage(m)) if m.contains("password"))
+        );
     }
 
     #[test]
     fn a_certificate_without_its_key_is_refused() {
         let (_d, f) = creds_file("x");
-        let err = resolve(&["--producer", "-s", "h:1", "-x", "SSL", "--certfile-path", &f]).unwrap_err();
+        let err = resolve(&[
+            "--producer",
+            "-s",
+            "h:1",
+            "-x",
+            "SSL",
+            "--certfile-path",
+            &f,
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains("--keyfile-path"), "{err}");
     }
 
@@ -801,7 +848,12 @@ mod tests {
     fn unknown_protocol_names_the_flag() {
         let err = resolve(&["--producer", "-s", "h:1", "-x", "KERBEROS"]).unwrap_err();
         assert!(err.to_string().contains("--security-protocol"), "{err}");
-        assert_eq!(resolve(&["--producer", "-s", "h:1", "-x", "plaintext"]).unwrap().protocol, Protocol::Plaintext);
+        assert_eq!(
+            resolve(&["--producer", "-s", "h:1", "-x", "plaintext"])
+                .unwrap()
+                .protocol,
+            Protocol::Plaintext
+        );
     }
 
     #[test]
@@ -825,7 +877,20 @@ mod tests {
     #[test]
     fn password_flag_and_password_file_flag_conflict() {
         let (_d, f) = creds_file("pw\n");
-        assert!(matches!(resolve(&["--producer", "-s", "h:1", "-u", "u", "-p", "x", "--password-file", &f]), Err(ConfigError::Usage(_))));
+        assert!(matches!(
+            resolve(&[
+                "--producer",
+                "-s",
+                "h:1",
+                "-u",
+                "u",
+                "-p",
+                "x",
+                "--password-file",
+                &f
+            ]),
+            Err(ConfigError::Usage(_))
+        ));
         let s = resolve(&["--producer", "-s", "h:1", "-u", "u", "--password-file", &f]).unwrap();
         assert_eq!(s.sasl.unwrap().password.expose(), "pw");
     }

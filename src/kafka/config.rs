@@ -71,10 +71,12 @@ pub fn properties(
             set(&mut p, "linger.ms", "5");
             set(&mut p, "batch.num.messages", "10000");
             // The queue bounds the producer's memory: an unpaced producer keeps it full, so
-            // peak RSS is the queue's size whatever the run's length (500,000 messages cost
-            // 200 MB at 100-byte values and were no faster than 100,000; scripts/bench).
-            set(&mut p, "queue.buffering.max.messages", "100000");
-            set(&mut p, "queue.buffering.max.kbytes", "1048576");
+            // peak RSS is the queue's size whatever the run's length. 25,000 messages (~10 MB
+            // with librdkafka's own per-message cost) went as fast as 100,000 (~40 MB) or
+            // 500,000 (200 MB), and keep the RSS of a 10,000,000-message run within 10% of a
+            // 100,000-message one (scripts/bench); 64 MB bounds it for large values.
+            set(&mut p, "queue.buffering.max.messages", "25000");
+            set(&mut p, "queue.buffering.max.kbytes", "65536");
             if settings.cluster == Cluster::Mock {
                 // The mock cluster keeps only the newest 5 MB of each partition; spreading
                 // messages evenly keeps a run of 100,000 whole.

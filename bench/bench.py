@@ -511,7 +511,7 @@ def interpret(plan, m, stdout, json_path, n, topic_bytes=None):
         return r
     if plan.client == "kafka-workload":
         data = json.loads(read(json_path) or "null") or {}
-        if plan.phase == "produce":
+        if plan.phase in ("produce", "memory"):
             p = data.get("producer") or {}
             r.update(messages=p.get("acked"), bytes=p.get("bytes"))
             r["seconds"] = (p.get("throughput") or {}).get("seconds")

@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -31,6 +34,8 @@ struct ConsumerCtx {
     base: WorkloadContext,
     shared: Arc<ConsumerShared>,
     subscribed_at: Instant,
+    /// auto.offset.reset is earliest (ours, unless -X changed it).
+    reset_earliest: bool,
 }
 
 impl ClientContext for ConsumerCtx {
@@ -43,6 +48,51 @@ impl ClientContext for ConsumerCtx {
 }
 
 impl ConsumerContext for ConsumerCtx {
+    /// rdkafka's default (assign or unassign, then `post_rebalance`), except that with
+    /// auto.offset.reset=earliest the partitions that have no committed offset are assigned at
+    /// the beginning explicitly: left to the reset, librdkafka starts them through a 100 ms
+    /// retry timer, a tenth of reading a million records (scripts/bench).
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if self.reset_earliest {
+                    start_uncommitted_at_beginning(consumer, tpl);
+                }
+                let assigned = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = assigned {
+                    warn!(error = %e, "cannot take the assigned partitions");
+                }
+                self.post_rebalance(consumer, &Rebalance::Assign(tpl));
+            }
+            _ => {
+                let unassigned = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = unassigned {
+                    warn!(error = %e, "cannot give up the revoked partitions");
+                }
+                let rebalance = if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                    Rebalance::Revoke(tpl)
+                } else {
+                    Rebalance::Error(KafkaError::Rebalance(err.into()))
+                };
+                self.post_rebalance(consumer, &rebalance);
+            }
+        }
+    }
+
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
@@ -55,6 +105,26 @@ impl ConsumerContext for ConsumerCtx {
             }
             Rebalance::Revoke(tpl) => info!(partitions = tpl.count(), "partitions revoked"),
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// Sets the offset of each partition in `tpl` that has no committed offset to the beginning.
+/// On any error `tpl` stays as it is, and auto.offset.reset does the same, only later.
+fn start_uncommitted_at_beginning<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tpl: &mut TopicPartitionList,
+) {
+    let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+        Ok(committed) => committed,
+        Err(e) => {
+            debug!(error = %e, "no committed offsets; auto.offset.reset applies");
+            return;
+        }
+    };
+    for e in committed.elements() {
+        if e.offset() == Offset::Invalid {
+            let _ = tpl.set_partition_offset(e.topic(), e.partition(), Offset::Beginning);
         }
     }
 }
@@ -111,6 +181,12 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
         base: WorkloadContext::default(),
         shared: job.shared.clone(),
         subscribed_at: Instant::now(),
+        reset_earliest: matches!(
+            super::config::properties(s, Role::Consumer, &job.bootstrap)?
+                .get("auto.offset.reset")
+                .map(String::as_str),
+            Some("earliest" | "smallest" | "beginning")
+        ),
     };
     let consumer: BaseConsumer<ConsumerCtx> = client_config(s, Role::Consumer, &job.bootstrap)?
         .create_with_context(ctx)

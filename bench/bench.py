@@ -290,7 +290,8 @@ class Admin:
     def __init__(self, bootstrap):
         from confluent_kafka.admin import AdminClient
 
-        self.client = AdminClient({"bootstrap.servers": bootstrap})
+        # Errors only: deleted topics make librdkafka log a notice per topic.
+        self.client = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
 
     def create(self, topic, partitions):
         from confluent_kafka.admin import NewTopic
@@ -676,17 +677,22 @@ class Bench:
             self.admin.delete(topics.values())
 
     def memory(self):
-        out = {}
-        for n in self.args.memory:
-            topic = self.topic("mem", str(n))
-            self.admin.create(topic, PARTITIONS)
-            self.log(f"memory: kafka-workload producing {n:,} messages over PLAINTEXT")
-            plan = self.clients.producer("kafka-workload", "PLAINTEXT", topic, "@JSON@", n)
-            plan.phase = "memory"
-            rec = self.execute(plan, n)
-            out[str(n)] = rec["max_rss_mib"] if not rec["error"] else None
-            self.admin.delete([topic])
-        return out
+        """Peak RSS of kafka-workload producing each count, median of --memory-reps runs; the
+        counts alternate so that drift hits each alike."""
+        peaks = {str(n): [] for n in self.args.memory}
+        for rep in range(self.args.memory_reps):
+            for n in self.args.memory:
+                topic = self.topic("mem", str(rep), str(n))
+                self.admin.create(topic, PARTITIONS)
+                self.log(f"memory {rep + 1}/{self.args.memory_reps}: kafka-workload producing {n:,} messages")
+                plan = self.clients.producer("kafka-workload", "PLAINTEXT", topic, "@JSON@", n)
+                plan.phase = "memory"
+                rec = self.execute(plan, n, rep=rep)
+                if not rec["error"]:
+                    peaks[str(n)].append(rec["max_rss_mib"])
+                self.admin.delete([topic])
+        self.memory_runs = peaks
+        return {n: median(v) for n, v in peaks.items()}
 
 
 def rotate(items, k):
@@ -779,10 +785,11 @@ def markdown(rows, memory, checks, meta):
         )
     if memory:
         out.append("")
-        out.append("| kafka-workload producing | peak RSS MiB |")
-        out.append("|--:|--:|")
+        out.append("| kafka-workload producing | peak RSS MiB (median) | runs |")
+        out.append("|--:|--:|--|")
         for n, mib in memory.items():
-            out.append(f"| {int(n):,} messages | {fmt(mib, 1)} |")
+            runs = ", ".join(fmt(x, 1) for x in meta.get("memory_runs", {}).get(n, []))
+            out.append(f"| {int(n):,} messages | {fmt(mib, 1)} | {runs} |")
     if checks:
         out.append("")
         for c in checks:
@@ -796,6 +803,9 @@ def markdown(rows, memory, checks, meta):
         "MB = 10^6 bytes of values."
     )
     out.append("")
+    if meta.get("bench_command"):
+        out.append(f"Run with `{meta['bench_command']}`; every client command is in commands.sh.")
+        out.append("")
     out.append(f"Machine: {meta['machine']}")
     out.append(f"Clients: {meta['versions']}")
     return "\n".join(out)
@@ -849,6 +859,7 @@ def main(argv=None):
     p.add_argument("--producers", default=",".join(PRODUCERS), help="clients in the produce phase")
     p.add_argument("--consumers", default=",".join(CONSUMERS), help="clients in the consume phase ('' for none)")
     p.add_argument("--memory", help="message counts for the RSS growth check (default 100000,10000000; '' for none)")
+    p.add_argument("--memory-reps", type=int, help="runs per memory count, median taken (default 3, --quick 1)")
     p.add_argument("--out", help="output directory (default target/bench/<timestamp>)")
     p.add_argument("--json", help="also write the JSON result here")
     p.add_argument("--no-setup", action="store_true", help="skip `scripts/test-bed up` and `cargo build --release`")
@@ -860,6 +871,7 @@ def main(argv=None):
     if args.memory is None:
         args.memory = "100000,1000000" if args.quick else "100000,10000000"
     args.memory = [int(x) for x in args.memory.split(",") if x]
+    args.memory_reps = args.memory_reps or (1 if args.quick else 3)
     args.protocols = [x for x in args.protocols.split(",") if x]
     for proto in args.protocols:
         if proto not in PROTOCOLS:
@@ -902,6 +914,7 @@ def main(argv=None):
         "kafka_version": bed.kafka_version,
         "machine": machine_info(),
         "versions": versions(bed, bench.clients.kcat_env),
+        "memory_runs": getattr(bench, "memory_runs", {}),
         "bench_command": "scripts/bench " + shlex.join(sys.argv[1:] if argv is None else argv),
     }
     table = markdown(rows, memory, checks, meta)
@@ -910,6 +923,7 @@ def main(argv=None):
         "meta": meta,
         "summary": rows,
         "memory_peak_rss_mib": memory,
+        "memory_peak_rss_mib_runs": getattr(bench, "memory_runs", {}),
         "checks": checks,
         "runs": bench.records,
         "commands": bench.commands,

@@ -189,13 +189,17 @@ pub fn decode(value: &[u8]) -> Decoded<'_> {
 /// quarter of the consumer loop's time saved (scripts/bench).
 fn decode_written(value: &[u8]) -> Option<Fields<'_>> {
     let rest = value.strip_prefix(b"{\"timestamp\": ")?;
-    let ts_len = rest
-        .iter()
-        .position(|&c| !(c.is_ascii_digit() || c == b'.'))?;
-    let timestamp: f64 = std::str::from_utf8(&rest[..ts_len]).ok()?.parse().ok()?;
-    let rest = rest[ts_len..].strip_prefix(b", \"_id\": \"")?;
-    let id = rest.get(..32)?;
-    if !id.iter().all(u8::is_ascii_hexdigit) {
+    // `push_py_timestamp`'s shape: seconds, a point, 1 to 6 digits of fraction.
+    let (secs_len, secs) = leading_u64(rest)?;
+    let rest = rest[secs_len..].strip_prefix(b".")?;
+    let (frac_len, frac) = leading_u64(rest)?;
+    if frac_len > 6 {
+        return None;
+    }
+    let timestamp = secs as f64 + frac as f64 / 10f64.powi(frac_len as i32);
+    let rest = rest[frac_len..].strip_prefix(b", \"_id\": \"")?;
+    let id = std::str::from_utf8(rest.get(..32)?).ok()?;
+    if !id.bytes().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
     let middle = rest[32..].strip_prefix(b"\", \"origin\": \"")?;
@@ -204,8 +208,12 @@ fn decode_written(value: &[u8]) -> Option<Fields<'_>> {
     let (body, seq) = split_trailing_u64(body.strip_suffix(b", \"sent_ns\": ")?)?;
     let body = body.strip_suffix(b"\", \"seq\": ")?;
     let quote = body.iter().rposition(|&c| c == b'"')?;
-    let run_id = &body[quote + 1..];
-    if run_id.is_empty() || !run_id.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c)) {
+    let run_id = std::str::from_utf8(&body[quote + 1..]).ok()?;
+    if run_id.is_empty()
+        || !run_id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+    {
         return None;
     }
     // What is left holds origin and content: `...", "content": "...", "run_id": `. Only quotes
@@ -221,22 +229,34 @@ fn decode_written(value: &[u8]) -> Option<Fields<'_>> {
     }
     Some(Fields {
         timestamp: Some(timestamp),
-        id: Some(std::str::from_utf8(id).ok()?),
-        run_id: Some(std::str::from_utf8(run_id).ok()?),
+        id: Some(id),
+        run_id: Some(run_id),
         seq: Some(seq),
         sent_ns: Some(sent_ns),
     })
+}
+
+/// The decimal number at the start of `b`: (how many digits, the number); at most 19 digits.
+fn leading_u64(b: &[u8]) -> Option<(usize, u64)> {
+    let len = b.iter().position(|c| !c.is_ascii_digit()).unwrap_or(b.len());
+    if len == 0 || len > 19 {
+        return None;
+    }
+    let n = b[..len]
+        .iter()
+        .fold(0u64, |n, &c| n * 10 + u64::from(c - b'0'));
+    Some((len, n))
 }
 
 /// Splits the decimal number at the end of `b` off: (what precedes it, the number).
 fn split_trailing_u64(b: &[u8]) -> Option<(&[u8], u64)> {
     let start = b.iter().rposition(|c| !c.is_ascii_digit()).map_or(0, |i| i + 1);
     let digits = &b[start..];
-    if digits.is_empty() || digits.len() > 20 || (digits.len() > 1 && digits[0] == b'0') {
+    if digits.len() > 1 && digits[0] == b'0' {
         return None;
     }
-    let n = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    Some((&b[..start], n))
+    let (len, n) = leading_u64(digits)?;
+    (len == digits.len()).then_some((&b[..start], n))
 }
 
 #[cfg(test)]

@@ -7,6 +7,11 @@ use kafka_workload::cli::{self, Cli};
 use kafka_workload::{config::Settings, error, logging, report, shutdown};
 use tokio_util::sync::CancellationToken;
 
+/// jemalloc also serves librdkafka's C allocations (Cargo.toml says why).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {

@@ -915,7 +915,7 @@ def main(argv=None):
         "machine": machine_info(),
         "versions": versions(bed, bench.clients.kcat_env),
         "memory_runs": getattr(bench, "memory_runs", {}),
-        "bench_command": "scripts/bench " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "bench_command": ("scripts/bench " + shlex.join(sys.argv[1:] if argv is None else argv)).strip(),
     }
     table = markdown(rows, memory, checks, meta)
     result = {

@@ -570,7 +570,9 @@ class Bench:
         self.logs = os.path.join(out, "logs")
         os.makedirs(self.logs, exist_ok=True)
         self.kw = os.path.join(out, "kafka-workload")
-        shutil.copy2(os.path.join(REPO, "target", "release", "kafka-workload"), self.kw)
+        target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+        # A copy, so that a rebuild during the run changes nothing measured.
+        shutil.copy2(os.path.join(target, "release", "kafka-workload"), self.kw)
         self.py = os.path.join(REPO, ".venv", "bin", "python")
         self.clients = Clients(bed, self.kw, self.py, os.path.join(out, "work"), args.messages)
         self.admin = Admin(bed.servers["PLAINTEXT"])

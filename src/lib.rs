@@ -116,8 +116,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
     let progress_stop = CancellationToken::new();
     let password_watch = match (&settings.password_source_file, &settings.sasl) {
         (Some(file), Some(sasl)) => {
-            let watch = Arc::new(config::PasswordWatch::new(&sasl.username, sasl.password.clone()));
-            tokio::spawn(watch.clone().watch(file.clone(), Duration::from_secs(2), progress_stop.clone()));
+            let watch = Arc::new(config::PasswordWatch::new(
+                &sasl.username,
+                sasl.password.clone(),
+            ));
+            tokio::spawn(watch.clone().watch(
+                file.clone(),
+                Duration::from_secs(2),
+                progress_stop.clone(),
+            ));
             Some(watch)
         }
         _ => None,
@@ -241,9 +248,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
     });
     let consumer_result = consumer_shared
         .as_ref()
-        .map(|c| {
-            summary::consumer_result(&c.snapshot(), expected, &settings.consumer.group_id)
-        });
+        .map(|c| summary::consumer_result(&c.snapshot(), expected, &settings.consumer.group_id));
     let result = RunResult {
         schema: summary::SCHEMA.into(),
         version: env!("CARGO_PKG_VERSION").into(),

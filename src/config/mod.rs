@@ -13,6 +13,6 @@ pub use credentials::{load as load_credentials, parse as parse_credentials, Cred
 pub use rotation::PasswordWatch;
 pub use secret::Secret;
 pub use settings::{
-    read_password_file, CaSource, PasswordFile, Cluster, ConsumerSettings, LogLimit, Mode, MongoSettings,
-    OutputSettings, ProducerSettings, Protocol, Sasl, Settings, Source, Tls,
+    read_password_file, CaSource, Cluster, ConsumerSettings, LogLimit, Mode, MongoSettings,
+    OutputSettings, PasswordFile, ProducerSettings, Protocol, Sasl, Settings, Source, Tls,
 };

@@ -27,7 +27,11 @@ pub struct PasswordWatch {
 impl PasswordWatch {
     /// A watch starting from `password`.
     pub fn new(username: &str, password: Secret) -> Self {
-        PasswordWatch { generation: AtomicU64::new(0), username: username.to_string(), current: Mutex::new(password) }
+        PasswordWatch {
+            generation: AtomicU64::new(0),
+            username: username.to_string(),
+            current: Mutex::new(password),
+        }
     }
 
     /// Bumped on every change; loops compare it with the one they last applied.
@@ -57,9 +61,16 @@ impl PasswordWatch {
     }
 
     /// Re-reads `file` every `every` until `stop`, publishing changes.
-    pub async fn watch(self: Arc<Self>, file: PasswordFile, every: Duration, stop: CancellationToken) {
+    pub async fn watch(
+        self: Arc<Self>,
+        file: PasswordFile,
+        every: Duration,
+        stop: CancellationToken,
+    ) {
         let stamp = |f: &PasswordFile| -> Option<(SystemTime, u64)> {
-            std::fs::metadata(f.path()).ok().map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+            std::fs::metadata(f.path())
+                .ok()
+                .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
         };
         let mut last = stamp(&file);
         loop {
@@ -105,7 +116,11 @@ mod tests {
         std::fs::write(&path, "first\n").unwrap();
         let w = Arc::new(PasswordWatch::new("u", Secret::new("first")));
         let stop = CancellationToken::new();
-        let task = tokio::spawn(w.clone().watch(PasswordFile::Plain(path.clone()), Duration::from_millis(20), stop.clone()));
+        let task = tokio::spawn(w.clone().watch(
+            PasswordFile::Plain(path.clone()),
+            Duration::from_millis(20),
+            stop.clone(),
+        ));
         tokio::time::sleep(Duration::from_millis(50)).await;
         std::fs::write(&path, "second-longer\n").unwrap();
         for _ in 0..100 {
@@ -116,6 +131,9 @@ mod tests {
         }
         stop.cancel();
         task.await.unwrap();
-        assert_eq!((w.generation(), w.password().expose()), (1, "second-longer"));
+        assert_eq!(
+            (w.generation(), w.password().expose()),
+            (1, "second-longer")
+        );
     }
 }

@@ -58,7 +58,10 @@ impl ConsumerContext for ConsumerCtx {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 if self.reset_earliest {
@@ -236,7 +239,11 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
                 break "authentication failed".into();
             }
         }
-        super::context::apply_rotation(consumer.client(), job.password.as_deref(), &mut rotation_seen);
+        super::context::apply_rotation(
+            consumer.client(),
+            job.password.as_deref(),
+            &mut rotation_seen,
+        );
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(e)) => {
@@ -279,7 +286,11 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
                 store_stored(&consumer, &s.topic, partition, offset);
             }
         }
-        let done = finished(&job, &job.shared.tally.lock().expect("poisoned"), own_run_id.as_deref());
+        let done = finished(
+            &job,
+            &job.shared.tally.lock().expect("poisoned"),
+            own_run_id.as_deref(),
+        );
         if let Some(reason) = done {
             break reason;
         }

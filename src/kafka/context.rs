@@ -61,15 +61,23 @@ pub fn set_sasl_password<C: ClientContext>(
     client: &rdkafka::client::Client<C>,
     watch: &crate::config::PasswordWatch,
 ) -> Result<(), String> {
-    let user = std::ffi::CString::new(watch.username()).map_err(|_| "username has a NUL byte".to_string())?;
-    let pw = std::ffi::CString::new(watch.password().expose()).map_err(|_| "password has a NUL byte".to_string())?;
+    let user = std::ffi::CString::new(watch.username())
+        .map_err(|_| "username has a NUL byte".to_string())?;
+    let pw = std::ffi::CString::new(watch.password().expose())
+        .map_err(|_| "password has a NUL byte".to_string())?;
     // SAFETY: the handle is alive for the borrow of `client`; librdkafka copies both strings.
     unsafe {
-        let err = rdkafka::bindings::rd_kafka_sasl_set_credentials(client.native_ptr(), user.as_ptr(), pw.as_ptr());
+        let err = rdkafka::bindings::rd_kafka_sasl_set_credentials(
+            client.native_ptr(),
+            user.as_ptr(),
+            pw.as_ptr(),
+        );
         if err.is_null() {
             return Ok(());
         }
-        let text = std::ffi::CStr::from_ptr(rdkafka::bindings::rd_kafka_error_string(err)).to_string_lossy().into_owned();
+        let text = std::ffi::CStr::from_ptr(rdkafka::bindings::rd_kafka_error_string(err))
+            .to_string_lossy()
+            .into_owned();
         rdkafka::bindings::rd_kafka_error_destroy(err);
         Err(text)
     }

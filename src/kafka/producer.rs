@@ -228,7 +228,11 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
     let mut rotation_seen = 0;
     while total.is_none_or(|t| seq < t) {
         if seq % 256 == 0 {
-            super::context::apply_rotation(producer.client(), job.password.as_deref(), &mut rotation_seen);
+            super::context::apply_rotation(
+                producer.client(),
+                job.password.as_deref(),
+                &mut rotation_seen,
+            );
             if job.cancel.is_cancelled() {
                 info!(sent = seq, "stop requested: no more messages will be sent");
                 break;

@@ -238,7 +238,10 @@ fn decode_written(value: &[u8]) -> Option<Fields<'_>> {
 
 /// The decimal number at the start of `b`: (how many digits, the number); at most 19 digits.
 fn leading_u64(b: &[u8]) -> Option<(usize, u64)> {
-    let len = b.iter().position(|c| !c.is_ascii_digit()).unwrap_or(b.len());
+    let len = b
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(b.len());
     if len == 0 || len > 19 {
         return None;
     }
@@ -250,7 +253,10 @@ fn leading_u64(b: &[u8]) -> Option<(usize, u64)> {
 
 /// Splits the decimal number at the end of `b` off: (what precedes it, the number).
 fn split_trailing_u64(b: &[u8]) -> Option<(&[u8], u64)> {
-    let start = b.iter().rposition(|c| !c.is_ascii_digit()).map_or(0, |i| i + 1);
+    let start = b
+        .iter()
+        .rposition(|c| !c.is_ascii_digit())
+        .map_or(0, |i| i + 1);
     let digits = &b[start..];
     if digits.len() > 1 && digits[0] == b'0' {
         return None;
@@ -334,7 +340,11 @@ mod tests {
 
     #[test]
     fn written_values_read_without_serde_read_as_serde_reads_them() {
-        let origins = ["o", "juju-29b29f-7 (10.157.174.242)", "h\u{e9}st \"q\", \"run_id\": \"x\" \\"];
+        let origins = [
+            "o",
+            "juju-29b29f-7 (10.157.174.242)",
+            "h\u{e9}st \"q\", \"run_id\": \"x\" \\",
+        ];
         for (i, origin) in origins.iter().enumerate() {
             for size in [None, Some(100), Some(1000)] {
                 let mut w = MessageWriter::new(origin, "0123456789abcdef", size);
@@ -342,7 +352,10 @@ mod tests {
                     let v = w.write(seq, ts + i as u64, ID, seq * 1_000 + 7).to_vec();
                     let fast = decode_written(&v).expect("the writer's shape");
                     let slow: Fields<'_> = serde_json::from_slice(&v).unwrap();
-                    assert_eq!((fast.id, fast.run_id, fast.seq), (slow.id, slow.run_id, slow.seq));
+                    assert_eq!(
+                        (fast.id, fast.run_id, fast.seq),
+                        (slow.id, slow.run_id, slow.seq)
+                    );
                     assert_eq!(fast.sent_ns, slow.sent_ns);
                     let (a, b) = (fast.timestamp.unwrap(), slow.timestamp.unwrap());
                     assert!((a - b).abs() < 1e-6, "{a} {b}");
@@ -355,7 +368,10 @@ mod tests {
     fn values_not_in_the_writers_exact_shape_go_to_serde() {
         let compact = br#"{"timestamp":1.5,"_id":"9f4da8c1df2547f18c4d3365f7fb1c54","origin":"o","content":"Message #1","run_id":"r","seq":1,"sent_ns":2}"#;
         assert!(decode_written(compact).is_none());
-        assert!(matches!(decode(compact), Decoded::Ours(Fields { seq: Some(1), .. })));
+        assert!(matches!(
+            decode(compact),
+            Decoded::Ours(Fields { seq: Some(1), .. })
+        ));
         let reordered = br#"{"timestamp": 1.5, "_id": "9f4da8c1df2547f18c4d3365f7fb1c54", "origin": "o", "content": "Message #1", "seq": 1, "run_id": "r", "sent_ns": 2}"#;
         assert!(decode_written(reordered).is_none());
         assert!(matches!(decode(reordered), Decoded::Ours(_)));

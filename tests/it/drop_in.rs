@@ -12,29 +12,59 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// Our binary as a Charmed-style SCRAM user on the SASL_PLAINTEXT listener.
 fn as_user(user: &User, servers: &str, topic: &str) -> Command {
     let mut cmd = workload();
-    cmd.args(["-s", servers, "-u", &user.name, "-p", &user.password, "-t", topic]);
+    cmd.args([
+        "-s",
+        servers,
+        "-u",
+        &user.name,
+        "-p",
+        &user.password,
+        "-t",
+        topic,
+    ]);
     cmd
 }
 
 fn produce_then_check_with_kcat(mut cmd: Command, topic: &str, n: usize) {
-    cmd.args(["--producer", "--num-partitions", "3", "-r", "1", "-n", &n.to_string()]);
+    cmd.args([
+        "--producer",
+        "--num-partitions",
+        "3",
+        "-r",
+        "1",
+        "-n",
+        &n.to_string(),
+    ]);
     let out = run(cmd, LIMIT);
     assert_eq!(out.code(), 0, "producer failed: {out}");
     let values = json_values(&kcat_read_all(topic));
     assert_eq!(values.len(), n, "kcat read {} of {n} records", values.len());
-    let mut contents: Vec<String> = values.iter().map(|v| v["content"].as_str().unwrap().to_string()).collect();
+    let mut contents: Vec<String> = values
+        .iter()
+        .map(|v| v["content"].as_str().unwrap().to_string())
+        .collect();
     contents.sort();
     contents.dedup();
     assert_eq!(contents.len(), n, "contents are not distinct");
     for v in &values {
-        assert_eq!(v["_id"].as_str().unwrap().len(), 32, "_id is not uuid4 hex: {v}");
+        assert_eq!(
+            v["_id"].as_str().unwrap().len(),
+            32,
+            "_id is not uuid4 hex: {v}"
+        );
         assert!(v["timestamp"].as_f64().unwrap() > 1.7e9);
         assert!(v["origin"].is_string());
     }
 }
 
 fn consume_expecting(mut cmd: Command, n: u64) -> Output {
-    cmd.args(["--consumer", "--expect", &n.to_string(), "--idle-timeout", "20"]);
+    cmd.args([
+        "--consumer",
+        "--expect",
+        &n.to_string(),
+        "--idle-timeout",
+        "20",
+    ]);
     run(cmd, LIMIT)
 }
 
@@ -46,7 +76,10 @@ fn scram_user_produces_on_9092_and_kcat_reads_every_message() {
     let out = consume_expecting(as_user(&user, &bed().sasl_plaintext, &topic), 500);
     assert_eq!(out.code(), 0, "{out}");
     assert!(out.stdout.contains("audit: CLEAN"), "{out}");
-    assert!(out.stdout.contains(&format!("group={}-1", user.name)), "group id is not <username>-1: {out}");
+    assert!(
+        out.stdout.contains(&format!("group={}-1", user.name)),
+        "group id is not <username>-1: {out}"
+    );
 }
 
 #[test]
@@ -101,7 +134,10 @@ fn our_consumer_reads_client_py_json_that_kcat_produced() {
     assert_eq!(out.code(), 0, "{out}");
     assert!(out.stdout.contains("consumer: 50 records"), "{out}");
     assert!(out.stdout.contains("50 foreign"), "{out}");
-    assert!(out.stdout.contains("content\\\": \\\"Message #0") || out.stdout.contains("Message #0"), "record lines missing: {out}");
+    assert!(
+        out.stdout.contains("content\\\": \\\"Message #0") || out.stdout.contains("Message #0"),
+        "record lines missing: {out}"
+    );
 }
 
 #[test]
@@ -114,10 +150,16 @@ fn juju_get_credentials_yaml_supplies_servers_user_password_and_topic() {
     );
     let (_dir, file) = temp_file("creds.yaml", &yaml);
     let mut cmd = workload();
-    cmd.arg("--credentials").arg(&file).args(["--producer", "--consumer", "-n", "100"]);
+    cmd.arg("--credentials")
+        .arg(&file)
+        .args(["--producer", "--consumer", "-n", "100"]);
     let out = run(cmd, LIMIT);
     assert_eq!(out.code(), 0, "{out}");
-    assert!(out.stdout.contains("setting=servers source=credentials file"), "{out}");
+    assert!(
+        out.stdout
+            .contains("setting=servers source=credentials file"),
+        "{out}"
+    );
     assert!(out.stdout.contains("audit: CLEAN"), "{out}");
     assert!(!out.all().contains(&user.password), "password leaked");
     assert_eq!(json_values(&kcat_read_all(&topic)).len(), 100);
@@ -134,7 +176,9 @@ fn relation_databag_json_with_tls_ca_selects_sasl_ssl_and_trusts_that_ca() {
     });
     let (_dir, file) = temp_file("databag.json", &bag.to_string());
     let mut cmd = workload();
-    cmd.arg("--credentials").arg(&file).args(["--producer", "-n", "40"]);
+    cmd.arg("--credentials")
+        .arg(&file)
+        .args(["--producer", "-n", "40"]);
     let out = run(cmd, LIMIT);
     assert_eq!(out.code(), 0, "{out}");
     assert!(out.stdout.contains("protocol=SASL_SSL"), "{out}");
@@ -145,19 +189,37 @@ fn relation_databag_json_with_tls_ca_selects_sasl_ssl_and_trusts_that_ca() {
 fn environment_beats_the_credentials_file_and_a_flag_beats_the_environment() {
     let topic = unique("tprec");
     let user = bed().user(&topic, "producer");
-    let yaml = format!("kafka:\n  endpoints: {}\n  username: {}\n  password: wrong-from-file\n  topic: {topic}\n", bed().sasl_plaintext, user.name);
+    let yaml = format!(
+        "kafka:\n  endpoints: {}\n  username: {}\n  password: wrong-from-file\n  topic: {topic}\n",
+        bed().sasl_plaintext,
+        user.name
+    );
     let (_dir, file) = temp_file("creds.yaml", &yaml);
 
     // env password over the file's wrong one: works.
     let mut cmd = workload();
-    cmd.arg("--credentials").arg(&file).args(["--producer", "-n", "5"]).env("KAFKA_WORKLOAD_PASSWORD", &user.password);
+    cmd.arg("--credentials")
+        .arg(&file)
+        .args(["--producer", "-n", "5"])
+        .env("KAFKA_WORKLOAD_PASSWORD", &user.password);
     let out = run(cmd, LIMIT);
     assert_eq!(out.code(), 0, "{out}");
-    assert!(out.stdout.contains("setting=password source=environment"), "{out}");
+    assert!(
+        out.stdout.contains("setting=password source=environment"),
+        "{out}"
+    );
 
     // a wrong flag over the right env: refused as an authentication failure.
     let mut cmd = workload();
-    cmd.arg("--credentials").arg(&file).args(["--producer", "-n", "5", "-p", "wrong-from-flag", "--connect-timeout", "15"]);
+    cmd.arg("--credentials").arg(&file).args([
+        "--producer",
+        "-n",
+        "5",
+        "-p",
+        "wrong-from-flag",
+        "--connect-timeout",
+        "15",
+    ]);
     cmd.env("KAFKA_WORKLOAD_PASSWORD", &user.password);
     let out = run(cmd, LIMIT);
     assert_eq!(out.code(), 5, "{out}");
@@ -166,24 +228,49 @@ fn environment_beats_the_credentials_file_and_a_flag_beats_the_environment() {
     // a password file (flag) is a flag too.
     let (_d2, pwfile) = temp_file("pw", &format!("{}\n", user.password));
     let mut cmd = workload();
-    cmd.arg("--credentials").arg(&file).arg("--password-file").arg(&pwfile).args(["--producer", "-n", "5"]);
+    cmd.arg("--credentials")
+        .arg(&file)
+        .arg("--password-file")
+        .arg(&pwfile)
+        .args(["--producer", "-n", "5"]);
     let out = run(cmd, LIMIT);
     assert_eq!(out.code(), 0, "{out}");
-    assert!(out.stdout.contains("setting=password source=password file"), "{out}");
+    assert!(
+        out.stdout.contains("setting=password source=password file"),
+        "{out}"
+    );
 }
 
 fn assert_one_line_error(out: &Output, code: i32, needle: &str, within: Duration) {
     assert_eq!(out.code(), code, "{out}");
     assert!(out.elapsed < within, "took {:?}: {out}", out.elapsed);
-    let err_lines: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("kafka-workload: error:")).collect();
+    let err_lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("kafka-workload: error:"))
+        .collect();
     assert_eq!(err_lines.len(), 1, "expected one error line: {out}");
-    assert!(err_lines[0].to_lowercase().contains(needle), "error does not name {needle:?}: {}", err_lines[0]);
+    assert!(
+        err_lines[0].to_lowercase().contains(needle),
+        "error does not name {needle:?}: {}",
+        err_lines[0]
+    );
 }
 
 #[test]
 fn unreachable_broker_fails_with_exit_4_within_30_seconds() {
     let mut cmd = workload();
-    cmd.args(["--producer", "-s", "127.0.0.1:1", "-u", "u", "-p", "secret-pw", "--connect-timeout", "10"]);
+    cmd.args([
+        "--producer",
+        "-s",
+        "127.0.0.1:1",
+        "-u",
+        "u",
+        "-p",
+        "secret-pw",
+        "--connect-timeout",
+        "10",
+    ]);
     let out = run(cmd, LIMIT);
     assert_one_line_error(&out, 4, "cannot reach", Duration::from_secs(30));
     assert!(!out.all().contains("secret-pw"));
@@ -194,10 +281,23 @@ fn wrong_password_fails_with_exit_5_within_30_seconds() {
     let topic = unique("twrong");
     let user = bed().user(&topic, "producer");
     let mut cmd = workload();
-    cmd.args(["--producer", "-s", &bed().sasl_plaintext, "-u", &user.name, "-p", "not-the-password", "-t", &topic]);
+    cmd.args([
+        "--producer",
+        "-s",
+        &bed().sasl_plaintext,
+        "-u",
+        &user.name,
+        "-p",
+        "not-the-password",
+        "-t",
+        &topic,
+    ]);
     let out = run(cmd, LIMIT);
     assert_one_line_error(&out, 5, "authentication", Duration::from_secs(30));
-    assert!(!out.all().contains("not-the-password"), "password leaked: {out}");
+    assert!(
+        !out.all().contains("not-the-password"),
+        "password leaked: {out}"
+    );
 }
 
 #[test]
@@ -232,7 +332,15 @@ fn consumer_group_outside_the_granted_prefix_fails_with_exit_6() {
 #[test]
 fn missing_certificate_file_fails_with_exit_3_naming_the_flag() {
     let mut cmd = workload();
-    cmd.args(["--producer", "-s", &bed().ssl, "-x", "SSL", "--cafile-path", "/nonexistent/ca.pem"]);
+    cmd.args([
+        "--producer",
+        "-s",
+        &bed().ssl,
+        "-x",
+        "SSL",
+        "--cafile-path",
+        "/nonexistent/ca.pem",
+    ]);
     let out = run(cmd, LIMIT);
     assert_one_line_error(&out, 3, "--cafile-path", Duration::from_secs(5));
 }
@@ -243,7 +351,12 @@ fn malformed_credentials_file_fails_with_exit_3_without_echoing_it() {
     let mut cmd = workload();
     cmd.arg("--credentials").arg(&file).arg("--producer");
     let out = run(cmd, LIMIT);
-    assert_one_line_error(&out, 3, "malformed credentials file", Duration::from_secs(5));
+    assert_one_line_error(
+        &out,
+        3,
+        "malformed credentials file",
+        Duration::from_secs(5),
+    );
     assert!(!out.all().contains("hunter2"), "{out}");
 }
 
@@ -261,7 +374,24 @@ fn usage_errors_exit_2_and_help_exits_0() {
     cmd.arg("--help");
     let out = run(cmd, LIMIT);
     assert_eq!(out.code(), 0);
-    for flag in ["--topic", "--username", "--password", "--consumer-group-prefix", "--servers", "--security-protocol", "--num-messages", "--replication-factor", "--num-partitions", "--producer", "--consumer", "--cafile-path", "--certfile-path", "--keyfile-path", "--mongo-uri", "--origin"] {
+    for flag in [
+        "--topic",
+        "--username",
+        "--password",
+        "--consumer-group-prefix",
+        "--servers",
+        "--security-protocol",
+        "--num-messages",
+        "--replication-factor",
+        "--num-partitions",
+        "--producer",
+        "--consumer",
+        "--cafile-path",
+        "--certfile-path",
+        "--keyfile-path",
+        "--mongo-uri",
+        "--origin",
+    ] {
         assert!(out.stdout.contains(flag), "--help lacks {flag}");
     }
 }
@@ -273,7 +403,14 @@ fn client_py_flag_forms_are_accepted_equals_abbreviations_and_repeats() {
     let mut cmd = workload();
     cmd.arg(format!("--servers={}", bed().sasl_plaintext))
         .arg(format!("--username={}", user.name))
-        .args(["-p", &user.password, "--topic", "ignored-first", "--topic", &topic])
+        .args([
+            "-p",
+            &user.password,
+            "--topic",
+            "ignored-first",
+            "--topic",
+            &topic,
+        ])
         .args(["--num-m", "7", "--producer", "-n7"]);
     let out = run(cmd, LIMIT);
     assert_eq!(out.code(), 0, "{out}");
@@ -287,7 +424,19 @@ fn sigterm_mid_run_flushes_and_loses_nothing_acknowledged() {
     let mut cmd = as_user(&user, &bed().sasl_plaintext, &topic);
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
-    cmd.args(["--producer", "--num-partitions", "3", "-r", "1", "-n", "1000000", "--rate", "3000"]).arg("--json").arg(&json);
+    cmd.args([
+        "--producer",
+        "--num-partitions",
+        "3",
+        "-r",
+        "1",
+        "-n",
+        "1000000",
+        "--rate",
+        "3000",
+    ])
+    .arg("--json")
+    .arg(&json);
     let child = spawn(cmd);
     std::thread::sleep(Duration::from_secs(6));
     signal(&child, libc::SIGTERM);
@@ -299,7 +448,10 @@ fn sigterm_mid_run_flushes_and_loses_nothing_acknowledged() {
     assert!(acked > 1000 && acked < 1_000_000, "acked {acked}");
     assert_eq!(acked, sent, "not everything sent was flushed: {out}");
     let in_topic = json_values(&kcat_read_all(&topic)).len() as u64;
-    assert_eq!(in_topic, acked, "topic holds {in_topic}, producer acknowledged {acked}");
+    assert_eq!(
+        in_topic, acked,
+        "topic holds {in_topic}, producer acknowledged {acked}"
+    );
 }
 
 #[test]
@@ -307,7 +459,15 @@ fn consumer_resumes_from_committed_offsets_after_sigterm() {
     let topic = unique("tresume");
     let user = bed().user(&topic, "producer,consumer");
     let mut cmd = as_user(&user, &bed().sasl_plaintext, &topic);
-    cmd.args(["--producer", "--num-partitions", "3", "-r", "1", "-n", "20000"]);
+    cmd.args([
+        "--producer",
+        "--num-partitions",
+        "3",
+        "-r",
+        "1",
+        "-n",
+        "20000",
+    ]);
     assert_eq!(run(cmd, LIMIT).code(), 0);
     // The first consumer is slowed by logging every record, and stopped part-way.
     let mut cmd = as_user(&user, &bed().sasl_plaintext, &topic);
@@ -323,12 +483,27 @@ fn consumer_resumes_from_committed_offsets_after_sigterm() {
     let second = run(cmd, LIMIT);
     assert_eq!(second.code(), 0, "{second}");
     let records = |o: &Output| -> u64 {
-        let line = o.stdout.lines().find(|l| l.starts_with("consumer: ")).unwrap_or_else(|| panic!("{o}"));
-        line["consumer: ".len()..].split_whitespace().next().unwrap().parse().unwrap()
+        let line = o
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("consumer: "))
+            .unwrap_or_else(|| panic!("{o}"));
+        line["consumer: ".len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     };
     let (a, b) = (records(&first), records(&second));
-    assert!(a + b >= 20000, "first {a} + second {b} < 20000: lost records");
-    assert!(b < 20000, "the second consumer started from the beginning: {b}");
+    assert!(
+        a + b >= 20000,
+        "first {a} + second {b} < 20000: lost records"
+    );
+    assert!(
+        b < 20000,
+        "the second consumer started from the beginning: {b}"
+    );
 }
 
 #[test]
@@ -338,7 +513,10 @@ fn without_servers_it_runs_on_the_embedded_mock_cluster() {
     let out = run(cmd, LIMIT);
     assert_eq!(out.code(), 0, "{out}");
     assert!(out.stdout.contains("mock cluster"), "{out}");
-    assert!(out.stdout.contains("20000 distinct of 20000 expected"), "{out}");
+    assert!(
+        out.stdout.contains("20000 distinct of 20000 expected"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -346,12 +524,25 @@ fn log_file_gets_client_py_format_lines() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("1700000000_producer.log");
     let mut cmd = workload();
-    cmd.args(["--producer", "-n", "3"]).arg("--log-file").arg(&log);
+    cmd.args(["--producer", "-n", "3"])
+        .arg("--log-file")
+        .arg(&log);
     let out = run(cmd, LIMIT);
     assert_eq!(out.code(), 0, "{out}");
     let text = std::fs::read_to_string(&log).unwrap();
-    let line = text.lines().find(|l| l.contains("Message published to topic=hot-topic, message content: {\"timestamp\": ")).unwrap_or_else(|| panic!("{text}"));
+    let line = text
+        .lines()
+        .find(|l| {
+            l.contains("Message published to topic=hot-topic, message content: {\"timestamp\": ")
+        })
+        .unwrap_or_else(|| panic!("{text}"));
     // `2024-01-20 14:53:39,744 INFO [__main__] (<thread>) (produce_message) Message published ...`
-    let re_ok = line.as_bytes()[4] == b'-' && line.as_bytes()[10] == b' ' && line.as_bytes()[19] == b',';
-    assert!(re_ok && line.contains(" INFO [__main__] (") && line.contains(") (produce_message) Message published"), "{line}");
+    let re_ok =
+        line.as_bytes()[4] == b'-' && line.as_bytes()[10] == b' ' && line.as_bytes()[19] == b',';
+    assert!(
+        re_ok
+            && line.contains(" INFO [__main__] (")
+            && line.contains(") (produce_message) Message published"),
+        "{line}"
+    );
 }

@@ -50,13 +50,18 @@ pub fn repo() -> PathBuf {
 fn env_map() -> HashMap<String, String> {
     let mut vars: HashMap<String, String> = std::env::vars().collect();
     if !vars.contains_key("KAFKA_SASL_PLAINTEXT") {
-        let out = Command::new(repo().join("scripts/test-bed")).arg("env").output();
+        let out = Command::new(repo().join("scripts/test-bed"))
+            .arg("env")
+            .output();
         if let Ok(out) = out {
             if out.status.success() {
                 for line in String::from_utf8_lossy(&out.stdout).lines() {
                     if let Some((k, v)) = line.split_once('=') {
                         let v = v.trim().trim_matches('\'').trim_matches('"');
-                        vars.insert(k.trim().trim_start_matches("export ").to_string(), v.to_string());
+                        vars.insert(
+                            k.trim().trim_start_matches("export ").to_string(),
+                            v.to_string(),
+                        );
                     }
                 }
             }
@@ -94,8 +99,16 @@ pub fn bed() -> &'static Bed {
 /// A name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() % 1_000_000_000;
-    format!("{prefix}-{t}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 1_000_000_000;
+    format!(
+        "{prefix}-{t}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// A SCRAM user created for one test.
@@ -126,11 +139,16 @@ impl Bed {
 
     /// Changes a user's SCRAM password on the brokers (its grants stay).
     pub fn set_password(&self, user: &User, topic: &str, roles: &str, password: &str) {
-        self.script_ok(&["user", &user.name, password, "--topic", topic, "--roles", roles]);
+        self.script_ok(&[
+            "user", &user.name, password, "--topic", topic, "--roles", roles,
+        ]);
     }
 
     fn script_ok(&self, args: &[&str]) {
-        let out = Command::new(&self.script).args(args).output().expect("run scripts/test-bed");
+        let out = Command::new(&self.script)
+            .args(args)
+            .output()
+            .expect("run scripts/test-bed");
         assert!(
             out.status.success(),
             "scripts/test-bed {:?} failed: {}{}",
@@ -157,7 +175,9 @@ pub struct Output {
 impl Output {
     /// The exit code (panics on death by signal).
     pub fn code(&self) -> i32 {
-        self.status.code().unwrap_or_else(|| panic!("killed by a signal: {self}"))
+        self.status
+            .code()
+            .unwrap_or_else(|| panic!("killed by a signal: {self}"))
     }
     /// stdout and stderr together.
     pub fn all(&self) -> String {
@@ -167,8 +187,24 @@ impl Output {
 
 impl std::fmt::Display for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let tail = |s: &str| s.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-        write!(f, "status {:?} after {:?}\n--- stdout (tail)\n{}\n--- stderr (tail)\n{}", self.status, self.elapsed, tail(&self.stdout), tail(&self.stderr))
+        let tail = |s: &str| {
+            s.lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        write!(
+            f,
+            "status {:?} after {:?}\n--- stdout (tail)\n{}\n--- stderr (tail)\n{}",
+            self.status,
+            self.elapsed,
+            tail(&self.stdout),
+            tail(&self.stderr)
+        )
     }
 }
 
@@ -187,7 +223,10 @@ pub fn workload() -> Command {
 
 /// Spawns with piped output.
 pub fn spawn(mut cmd: Command) -> Child {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn")
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
 }
 
 /// Waits for a spawned child, killing it (and failing the test) after `limit`.
@@ -212,12 +251,22 @@ pub fn finish(mut child: Child, limit: Duration) -> Output {
         if started.elapsed() > limit {
             let _ = child.kill();
             let st = child.wait().expect("wait");
-            let out = Output { status: st, stdout: out_t.join().unwrap(), stderr: err_t.join().unwrap(), elapsed: started.elapsed() };
+            let out = Output {
+                status: st,
+                stdout: out_t.join().unwrap(),
+                stderr: err_t.join().unwrap(),
+                elapsed: started.elapsed(),
+            };
             panic!("process ran past {limit:?} and was killed:\n{out}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Output { status, stdout: out_t.join().unwrap(), stderr: err_t.join().unwrap(), elapsed: started.elapsed() }
+    Output {
+        status,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+        elapsed: started.elapsed(),
+    }
 }
 
 /// Runs to completion within `limit`.
@@ -236,7 +285,19 @@ pub fn signal(child: &Child, sig: i32) {
 /// Debian's build: independent of our code), stopping at the end of the partitions.
 pub fn kcat_read_all(topic: &str) -> Vec<String> {
     let mut cmd = Command::new("kcat");
-    cmd.args(["-b", &bed().plaintext, "-C", "-t", topic, "-e", "-q", "-o", "beginning", "-f", "%s\\n"]);
+    cmd.args([
+        "-b",
+        &bed().plaintext,
+        "-C",
+        "-t",
+        topic,
+        "-e",
+        "-q",
+        "-o",
+        "beginning",
+        "-f",
+        "%s\\n",
+    ]);
     let out = run(cmd, Duration::from_secs(60));
     assert!(out.status.success(), "kcat failed: {out}");
     out.stdout.lines().map(str::to_string).collect()
@@ -248,7 +309,8 @@ pub fn kcat_produce(topic: &str, lines: &[String]) {
     let file = dir.path().join("in.txt");
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
     let mut cmd = Command::new("kcat");
-    cmd.args(["-b", &bed().plaintext, "-P", "-t", topic, "-l"]).arg(&file);
+    cmd.args(["-b", &bed().plaintext, "-P", "-t", topic, "-l"])
+        .arg(&file);
     let out = run(cmd, Duration::from_secs(60));
     assert!(out.status.success(), "kcat produce failed: {out}");
 }
@@ -263,7 +325,8 @@ pub fn create_topic(topic: &str, partitions: i32) {
         .expect("admin client");
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
-    let results = futures::executor::block_on(admin.create_topics([&new], &opts)).expect("create_topics");
+    let results =
+        futures::executor::block_on(admin.create_topics([&new], &opts)).expect("create_topics");
     for r in results {
         r.unwrap_or_else(|(name, code)| panic!("creating {name}: {code}"));
     }
@@ -279,5 +342,8 @@ pub fn temp_file(name: &str, contents: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// Parses the JSON lines kcat read into values, skipping non-JSON.
 pub fn json_values(lines: &[String]) -> Vec<serde_json::Value> {
-    lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }

@@ -900,6 +900,8 @@ def main(argv=None):
     memory = bench.memory() if args.memory else {}
     if bench.clients.kcat_values:
         os.unlink(bench.clients.kcat_values)
+    # The copy of the binary is 100+ MB with its line tables; commands.sh says what it was.
+    os.unlink(bench.kw)
 
     phases = [("produce", args.producers)]
     if args.consumers:
@@ -941,7 +943,8 @@ def main(argv=None):
         f.write("# The exact commands scripts/bench ran, in order. Each topic was created beforehand\n")
         f.write(f"# with {PARTITIONS} partitions over the PLAINTEXT listener. kcat-values.txt (deleted\n")
         f.write(f"# after the run) held {args.messages} lines of {VALUE_SIZE} uppercase letters; each\n")
-        f.write("# command ran under `/usr/bin/time -f '%e %U %S %M %x'`.\n")
+        f.write("# command ran under `/usr/bin/time -f '%e %U %S %M %x'`. kafka-workload here was a copy\n")
+        f.write(f"# of target/release/kafka-workload ({meta['versions'].split(' (')[0]}), deleted after the run.\n")
         f.write("\n".join(bench.commands) + "\n")
     latest = os.path.join(os.path.dirname(out), "latest")
     try:

@@ -167,6 +167,10 @@ pub struct Cli {
     #[arg(long, help_heading = "Run length")]
     pub consume_forever: bool,
 
+    /// Producer: send until stopped (SIGTERM), paced by --rate: the sidecar's continuous writes.
+    #[arg(long, env = "KAFKA_WORKLOAD_FOREVER", conflicts_with_all = ["duration", "num_messages"], help_heading = "Run length")]
+    pub forever: bool,
+
     /// Consumer group id, overriding `<prefix>1`.
     #[arg(long, help_heading = "Consumer")]
     pub group_id: Option<String>,
@@ -202,6 +206,20 @@ pub struct Cli {
         help_heading = "Output"
     )]
     pub report_interval: f64,
+
+    /// Log line format: `text` (client.py's lines) or `json` (one JSON object per line, for log
+    /// shippers).
+    #[arg(long, env = "KAFKA_WORKLOAD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], help_heading = "Output")]
+    pub log_format: String,
+
+    /// Serve Prometheus `/metrics` and `/healthz` over HTTP on this address, e.g. `0.0.0.0:9464`.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "KAFKA_WORKLOAD_METRICS_ADDR",
+        help_heading = "Output"
+    )]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 
     /// Write the results as JSON (schema in docs/results-schema.md).
     #[arg(long, value_name = "FILE", help_heading = "Output")]

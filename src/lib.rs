@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod logging;
 pub mod report;
 pub mod shutdown;
+pub mod sidecar;
 pub mod sink;
 pub mod workload;
 
@@ -47,6 +48,36 @@ const JOIN_WAIT: Duration = Duration::from_secs(30);
 /// Runs the workload until it is done or `shutdown` is cancelled.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
     settings.log_sources();
+    let producer_shared = settings
+        .mode
+        .produces()
+        .then(|| Arc::new(ProducerShared::default()));
+    let consumer_shared = settings
+        .mode
+        .consumes()
+        .then(|| Arc::new(ConsumerShared::default()));
+    // Served from before the first broker contact (answering 503 until it succeeds) to the end.
+    let serve_stop = CancellationToken::new();
+    let _serve_guard = serve_stop.clone().drop_guard();
+    let metrics_server = match settings.output.metrics_addr {
+        None => None,
+        Some(addr) => {
+            let sources = sidecar::metrics::Sources {
+                producer: producer_shared.clone(),
+                consumer: consumer_shared.clone(),
+                rates: Arc::default(),
+            };
+            match sidecar::server::Server::start(addr, sources, serve_stop.clone()).await {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    return Outcome {
+                        result: None,
+                        status: Err(e.into()),
+                    }
+                }
+            }
+        }
+    };
     let conn = match Connection::open(&settings).await {
         Ok(c) => c,
         Err(e) => {
@@ -82,14 +113,6 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     let work = shutdown.child_token();
-    let producer_shared = settings
-        .mode
-        .produces()
-        .then(|| Arc::new(ProducerShared::default()));
-    let consumer_shared = settings
-        .mode
-        .consumes()
-        .then(|| Arc::new(ConsumerShared::default()));
 
     // A writer that gives up cancels `work`, which stops both loops.
     let log_limit = settings.output.log_messages;
@@ -160,6 +183,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
             r
         })
     });
+
+    if let Some(server) = &metrics_server {
+        server.set_ready();
+    }
 
     let producer_task = match &producer_shared {
         None => None,

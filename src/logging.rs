@@ -5,6 +5,10 @@
 //! Our own events show `[__main__]`; librdkafka's show `[librdkafka]` with its facility as the
 //! function. Structured fields follow the message as `key=value`. The level comes from RUST_LOG
 //! (default `info`).
+//!
+//! `--log-format json` writes one JSON object per line instead, for log shippers:
+//! `{"time":"2024-01-20T14:53:39.744+00:00","level":"INFO","target":"kafka_workload::kafka::producer",
+//! "thread":"MainThread","message":"...","fields":{"sent":100}}`.
 
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
@@ -115,13 +119,126 @@ where
     }
 }
 
+/// Which line format `--log-format` chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// client.py's lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// `text` or `json` (clap has checked the value).
+    pub fn parse(s: &str) -> LogFormat {
+        if s.eq_ignore_ascii_case("json") {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        }
+    }
+}
+
+/// Formats events as one JSON object per line.
+pub struct JsonFormat {
+    offset: UtcOffset,
+}
+
+#[derive(Default)]
+struct JsonFields {
+    message: String,
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl JsonFields {
+    fn put(&mut self, field: &Field, value: serde_json::Value) {
+        if field.name() == "message" {
+            match value {
+                serde_json::Value::String(s) => self.message.push_str(&s),
+                other => self.message.push_str(&other.to_string()),
+            }
+        } else {
+            self.fields.insert(field.name().to_string(), value);
+        }
+    }
+}
+
+impl Visit for JsonFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, value.into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.put(field, format!("{value:?}").into());
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let now = time::OffsetDateTime::now_utc().to_offset(self.offset);
+        let meta = event.metadata();
+        let mut fields = JsonFields::default();
+        event.record(&mut fields);
+        let thread = std::thread::current();
+        let line = serde_json::json!({
+            "time": now
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            "level": level_name(meta.level()),
+            "target": meta.target(),
+            "thread": match thread.name() {
+                Some("main") | None => "MainThread",
+                Some(n) => n,
+            },
+            "message": fields.message,
+            "fields": fields.fields,
+        });
+        writeln!(w, "{line}")
+    }
+}
+
 /// Installs the global subscriber. Call before any thread is started (the local UTC offset can
 /// only be read safely then).
-pub fn init(log_file: Option<&Path>) -> anyhow::Result<()> {
+pub fn init(log_file: Option<&Path>, format: LogFormat) -> anyhow::Result<()> {
     let offset = UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC);
+    match format {
+        LogFormat::Text => install(log_file, PyFormat { offset }),
+        LogFormat::Json => install(log_file, JsonFormat { offset }),
+    }
+}
+
+fn install<F>(log_file: Option<&Path>, format: F) -> anyhow::Result<()>
+where
+    F: for<'w> FormatEvent<
+            tracing_subscriber::Registry,
+            tracing_subscriber::fmt::format::DefaultFields,
+        > + Send
+        + Sync
+        + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
-        .event_format(PyFormat { offset })
+        .event_format(format)
         .with_env_filter(filter);
     match log_file {
         Some(path) => {

@@ -18,7 +18,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    if let Err(e) = logging::init(cli.log_file.as_deref()) {
+    if let Err(e) = logging::init(
+        cli.log_file.as_deref(),
+        logging::LogFormat::parse(&cli.log_format),
+    ) {
         return exit(Err(e));
     }
     if let Some(cli::Command::Merge {

@@ -222,6 +222,8 @@ pub struct OutputSettings {
     pub asserts: Vec<String>,
     /// Whether a live progress bar may be drawn.
     pub progress: bool,
+    /// `--metrics-addr`: where `/metrics` and `/healthz` are served.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// MongoDB sink settings.
@@ -591,6 +593,11 @@ impl Settings {
             .clone()
             .unwrap_or_else(|| format!("{group_prefix}1"));
 
+        if cli.forever && !mode.produces() {
+            return Err(ConfigError::Usage(
+                "--forever is for the producer (give --producer); a consumer without a stop condition already runs until stopped".into(),
+            ));
+        }
         if let Some(rate) = cli.rate {
             if !(rate.is_finite() && rate > 0.0) {
                 return Err(ConfigError::Invalid {
@@ -675,6 +682,7 @@ impl Settings {
             },
             producer: ProducerSettings {
                 num_messages: match (cli.duration, source_of(matches, "num_messages")) {
+                    _ if cli.forever => None,
                     (Some(_), None) => None,
                     _ => Some(cli.num_messages),
                 },
@@ -710,6 +718,7 @@ impl Settings {
                 json: cli.json.clone(),
                 asserts: cli.asserts.clone(),
                 progress: !cli.no_progress,
+                metrics_addr: cli.metrics_addr,
             },
             mongo,
             sources,
@@ -862,6 +871,43 @@ mod tests {
         assert_eq!(s.producer.num_messages, None);
         let s = resolve(&["--producer", "--duration", "5", "-n", "0"]).unwrap();
         assert_eq!(s.producer.num_messages, Some(0));
+    }
+
+    #[test]
+    fn forever_produces_without_a_count_and_refuses_a_count_a_duration_or_no_producer() {
+        let s = resolve(&["--producer", "--forever", "--rate", "10"]).unwrap();
+        assert_eq!(s.producer.num_messages, None);
+        assert_eq!(s.duration, None);
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["kafka-workload"];
+            argv.extend_from_slice(args);
+            Cli::command().try_get_matches_from(argv).map(|_| ())
+        };
+        assert!(parse(&["--producer", "--forever", "-n", "5"]).is_err());
+        assert!(parse(&["--producer", "--forever", "--duration", "5"]).is_err());
+        assert!(matches!(
+            resolve(&["--consumer", "--forever"]),
+            Err(ConfigError::Usage(m)) if m.contains("--forever is for the producer")
+        ));
+    }
+
+    #[test]
+    fn metrics_addr_is_kept_and_turns_on_librdkafka_statistics() {
+        let s = resolve(&["--producer", "--metrics-addr", "127.0.0.1:9464"]).unwrap();
+        assert_eq!(
+            s.output.metrics_addr,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        let p = crate::kafka::config::properties(&s, crate::kafka::config::Role::Producer, "b:1")
+            .unwrap();
+        assert_eq!(
+            p.get("statistics.interval.ms").map(String::as_str),
+            Some("1000")
+        );
+        let s = resolve(&["--producer"]).unwrap();
+        let p = crate::kafka::config::properties(&s, crate::kafka::config::Role::Producer, "b:1")
+            .unwrap();
+        assert_eq!(p.get("statistics.interval.ms"), None);
     }
 
     #[test]

@@ -56,6 +56,16 @@ pub fn properties(
         );
     }
     let protected: Vec<String> = p.keys().cloned().collect();
+    if settings.output.metrics_addr.is_some() && role != Role::Admin {
+        // Statistics feed /metrics (broker RTT, queue depth, lag) and /healthz (brokers up).
+        set(
+            &mut p,
+            "statistics.interval.ms",
+            &crate::sidecar::health::STATS_INTERVAL
+                .as_millis()
+                .to_string(),
+        );
+    }
     match role {
         Role::Admin => {}
         Role::Producer => {

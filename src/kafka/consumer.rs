@@ -45,6 +45,9 @@ impl ClientContext for ConsumerCtx {
     fn error(&self, error: KafkaError, reason: &str) {
         self.base.error(error, reason)
     }
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.base.record_stats(&statistics)
+    }
 }
 
 impl ConsumerContext for ConsumerCtx {
@@ -181,7 +184,7 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
     let s = &job.settings;
     let group = s.consumer.group_id.clone();
     let ctx = ConsumerCtx {
-        base: WorkloadContext::default(),
+        base: WorkloadContext::with_health(job.shared.health.clone()),
         shared: job.shared.clone(),
         subscribed_at: Instant::now(),
         reset_earliest: matches!(

@@ -2,13 +2,25 @@
 //! its errors are remembered so that a connection attempt that times out can say why (wrong
 //! password, TLS failure, connection refused) instead of only "timed out".
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use tracing::{debug, error, info, warn};
+
+use crate::sidecar::health::{ClientHealth, StatsDigest};
+
+/// An error's librdkafka code name (`BrokerTransportFailure`, `MessageTimedOut`, ...), the
+/// `kind` label of the error metrics.
+pub fn code_name(error: &KafkaError) -> String {
+    match error.rdkafka_error_code() {
+        Some(code) => format!("{code:?}"),
+        None => "Other".into(),
+    }
+}
 
 /// What went wrong with the brokers, as far as librdkafka told us.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,12 +36,39 @@ pub enum Trouble {
 /// Logs librdkafka through tracing and remembers the worst recent error.
 #[derive(Default)]
 pub struct WorkloadContext {
+    /// Where errors and statistics are reported for `/metrics` and `/healthz`, when served.
+    health: Option<Arc<ClientHealth>>,
     trouble: Mutex<Option<Trouble>>,
     /// The last error logged and when: librdkafka repeats the same error event.
     last_logged: Mutex<Option<(String, std::time::Instant)>>,
 }
 
 impl WorkloadContext {
+    /// A context that also reports to `health`.
+    pub fn with_health(health: Arc<ClientHealth>) -> Self {
+        WorkloadContext {
+            health: Some(health),
+            ..Default::default()
+        }
+    }
+
+    /// Counts a failed delivery of one message in the health report.
+    pub fn count_delivery_error(&self, error: &KafkaError) {
+        if let Some(h) = &self.health {
+            h.record_error(&code_name(error), None);
+        }
+    }
+
+    /// Keeps what matters of librdkafka's statistics (emitted only with `--metrics-addr`).
+    pub fn record_stats(&self, statistics: &Statistics) {
+        if let Some(h) = &self.health {
+            h.record_stats(StatsDigest::from_statistics(
+                statistics,
+                std::time::Instant::now(),
+            ));
+        }
+    }
+
     /// The remembered error, if any.
     pub fn trouble(&self) -> Option<Trouble> {
         self.trouble.lock().expect("poisoned").clone()
@@ -153,7 +192,14 @@ impl ClientContext for WorkloadContext {
             Trouble::Transport(_) => warn!(target: "librdkafka", error = %error, "{reason}"),
             _ => error!(target: "librdkafka", error = %error, "{reason}"),
         }
+        if let Some(h) = &self.health {
+            h.record_error(&code_name(&error), Some(trouble.clone()));
+        }
         self.remember(trouble);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.record_stats(&statistics);
     }
 }
 

@@ -76,6 +76,9 @@ impl ClientContext for ProducerCtx {
     fn error(&self, error: KafkaError, reason: &str) {
         self.base.error(error, reason)
     }
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.base.record_stats(&statistics)
+    }
 }
 
 fn is_fatal(code: RDKafkaErrorCode) -> bool {
@@ -130,6 +133,7 @@ impl ProducerContext for ProducerCtx {
                 }
             }
             Err((err, _msg)) => {
+                self.base.count_delivery_error(err);
                 let first = {
                     let mut t = self.shared.tally.lock().expect("poisoned");
                     t.failed += 1;
@@ -179,7 +183,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn run(job: ProducerJob) -> anyhow::Result<()> {
     let s = &job.settings;
     let ctx = ProducerCtx {
-        base: WorkloadContext::default(),
+        base: WorkloadContext::with_health(job.shared.health.clone()),
         shared: job.shared.clone(),
         anchor: job.anchor,
         topic: s.topic.clone(),

@@ -5,11 +5,12 @@
 //! per message down a channel would cost more than the work it reports.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::sidecar::health::ClientHealth;
 use crate::workload::audit::Audit;
 
 /// Highest latency the histograms track, in µs (1 hour); larger values are clamped.
@@ -95,6 +96,8 @@ pub struct ProducerShared {
     pub tally: Mutex<ProducerTally>,
     /// When sending started and ended.
     pub window: Mutex<Window>,
+    /// What the producer's librdkafka client reports about its brokers (for `--metrics-addr`).
+    pub health: Arc<ClientHealth>,
 }
 
 /// When a loop started and stopped doing its work.
@@ -180,6 +183,8 @@ pub struct ConsumerShared {
     pub tally: Mutex<ConsumerTally>,
     /// Set once the consumer has its first assignment.
     pub assigned: AtomicBool,
+    /// What the consumer's librdkafka client reports about its brokers (for `--metrics-addr`).
+    pub health: Arc<ClientHealth>,
 }
 
 impl ConsumerShared {

@@ -253,6 +253,11 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
                 let due = started + iv.mul_f64(seq as f64);
                 let now = Instant::now();
                 if due > now {
+                    // At low rates the every-256-messages check above comes seconds apart.
+                    if job.cancel.is_cancelled() {
+                        info!(sent = seq, "stop requested: no more messages will be sent");
+                        break;
+                    }
                     // Sleep in short slices so cancellation stays prompt at low rates.
                     let wait = due - now;
                     if wait > Duration::from_millis(200) {

@@ -69,6 +69,14 @@ fn level_name(level: &Level) -> &'static str {
     }
 }
 
+/// The thread as Python's logging names it: the main thread is `MainThread`.
+fn thread_label(thread: &std::thread::Thread) -> &str {
+    match thread.name() {
+        Some("main") | None => "MainThread",
+        Some(n) => n,
+    }
+}
+
 impl<S, N> FormatEvent<S, N> for PyFormat
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -90,10 +98,7 @@ where
             "__main__"
         };
         let thread = std::thread::current();
-        let thread_name = match thread.name() {
-            Some("main") | None => "MainThread",
-            Some(n) => n,
-        };
+        let thread_name = thread_label(&thread);
         let func = fields.func.as_deref().unwrap_or_else(|| {
             meta.module_path()
                 .and_then(|m| m.rsplit("::").next())
@@ -206,10 +211,7 @@ where
                 .unwrap_or_default(),
             "level": level_name(meta.level()),
             "target": meta.target(),
-            "thread": match thread.name() {
-                Some("main") | None => "MainThread",
-                Some(n) => n,
-            },
+            "thread": thread_label(&thread),
             "message": fields.message,
             "fields": fields.fields,
         });

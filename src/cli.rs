@@ -144,7 +144,18 @@ pub struct Cli {
     #[arg(long, help_heading = "Producer")]
     pub message_size: Option<usize>,
 
-    /// Stop after this many seconds (producer: stop sending; consumer: stop consuming).
+    /// Producer: how long a message may wait for its acknowledgement, retries included, before
+    /// it is given up and counted as failed (librdkafka's `message.timeout.ms`).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300.0,
+        help_heading = "Producer"
+    )]
+    pub delivery_timeout: f64,
+
+    /// Stop after this many seconds (producer: stop sending; consumer: stop consuming, except
+    /// alongside --producer, where it reads on until this run's messages have all arrived).
     #[arg(long, value_name = "SECS", help_heading = "Run length")]
     pub duration: Option<f64>,
 

@@ -62,7 +62,7 @@ pub enum ConfigError {
 }
 
 /// A failure that maps to one of the exit codes above.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Failure {
     /// No broker answered.
     #[error("cannot reach the Kafka brokers {servers} within {seconds:.0} s: {cause}")]

@@ -143,9 +143,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
                 &sasl.username,
                 sasl.password.clone(),
             ));
+            let probe_settings = settings.clone();
+            let probe: config::Probe =
+                Arc::new(move |id| kafka::cluster::try_identity(&probe_settings, id));
             tokio::spawn(watch.clone().watch(
                 file.clone(),
+                settings.username_from_file,
                 Duration::from_secs(2),
+                probe,
                 progress_stop.clone(),
             ));
             Some(watch)
@@ -266,16 +271,26 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
 
     let producer_result = producer_shared.as_ref().map(|p| {
         let window = *p.window.lock().expect("poisoned");
-        summary::producer_result(p.sent(), &p.snapshot(), &window)
+        summary::producer_result(p.sent(), &p.snapshot(), &window, p.health.events())
     });
     let expected = settings.consumer.expect.or_else(|| {
         (settings.consumer.stop_when_run_complete)
             .then(|| producer_result.as_ref().map(|p| p.acked))
             .flatten()
     });
-    let consumer_result = consumer_shared
-        .as_ref()
-        .map(|c| summary::consumer_result(&c.snapshot(), expected, &settings.consumer.group_id));
+    let consumer_result = consumer_shared.as_ref().map(|c| {
+        let mut result = summary::consumer_result(
+            &c.snapshot(),
+            expected,
+            &settings.consumer.group_id,
+            c.health.events(),
+        );
+        if let Some(p) = &producer_result {
+            // This run's undelivered messages are the producer's to report, not losses.
+            result.audit.excuse_failed(&run_id, &p.failed_seqs);
+        }
+        result
+    });
     let result = RunResult {
         schema: summary::SCHEMA.into(),
         version: env!("CARGO_PKG_VERSION").into(),

@@ -10,7 +10,7 @@ mod secret;
 mod settings;
 
 pub use credentials::{load as load_credentials, parse as parse_credentials, Credentials};
-pub use rotation::PasswordWatch;
+pub use rotation::{Identity, PasswordWatch, Probe};
 pub use secret::Secret;
 pub use settings::{
     read_password_file, CaSource, Cluster, ConsumerSettings, LogLimit, Mode, MongoSettings,

@@ -188,6 +188,8 @@ pub struct ProducerSettings {
     pub replication_factor: Option<i32>,
     /// `--num-partitions`: partitions for topic creation.
     pub num_partitions: Option<i32>,
+    /// `--delivery-timeout`: how long a message may go unacknowledged before it fails.
+    pub delivery_timeout: Duration,
 }
 
 /// Consumer settings.
@@ -255,6 +257,9 @@ pub struct Settings {
     pub tls: Option<Tls>,
     /// The file the password came from, watched for rotation (none for flags and environment).
     pub password_source_file: Option<PasswordFile>,
+    /// Whether the username came from that file too (`--credentials`), so a new user in it is
+    /// a rotation to that user.
+    pub username_from_file: bool,
     /// Producer settings.
     pub producer: ProducerSettings,
     /// Consumer settings.
@@ -284,11 +289,38 @@ pub enum PasswordFile {
     Credentials(PathBuf),
 }
 
+impl Settings {
+    /// These settings with another SASL identity (after a rotation to a new user).
+    pub fn with_identity(&self, identity: &super::rotation::Identity) -> Settings {
+        let mut s = self.clone();
+        if let Some(sasl) = s.sasl.as_mut() {
+            sasl.username = identity.username.clone();
+            sasl.password = identity.password.clone();
+        }
+        s
+    }
+}
+
 impl PasswordFile {
     /// The path.
     pub fn path(&self) -> &Path {
         match self {
             PasswordFile::Plain(p) | PasswordFile::Credentials(p) => p,
+        }
+    }
+
+    /// Reads the password, and with `names_user` the username a credentials file gives.
+    pub fn read_identity(&self, names_user: bool) -> Result<(Option<String>, Secret), ConfigError> {
+        match self {
+            PasswordFile::Plain(p) => Ok((None, read_password_file(p)?)),
+            PasswordFile::Credentials(p) => {
+                let creds = credentials::load(p)?;
+                let password = creds.password.ok_or_else(|| ConfigError::Invalid {
+                    flag: "--credentials",
+                    reason: format!("{} has no password", p.display()),
+                })?;
+                Ok((creds.username.filter(|_| names_user), password))
+            }
         }
     }
 
@@ -372,6 +404,18 @@ fn positive_secs(flag: &'static str, secs: f64) -> Result<Duration, ConfigError>
             reason: format!("{secs} is not a positive number of seconds"),
         })
     }
+}
+
+/// `--delivery-timeout`: whole milliseconds within librdkafka's range for `message.timeout.ms`.
+fn delivery_timeout(secs: f64) -> Result<Duration, ConfigError> {
+    let d = positive_secs("--delivery-timeout", secs)?;
+    if d < Duration::from_millis(1) || d.as_millis() > i32::MAX as u128 {
+        return Err(ConfigError::Invalid {
+            flag: "--delivery-timeout",
+            reason: format!("{secs} s is outside 0.001..{} s", i32::MAX / 1000),
+        });
+    }
+    Ok(Duration::from_millis(d.as_millis() as u64))
 }
 
 /// `client.py`'s origin: `<hostname> (<ipv4>)`; a failed lookup gives `unknown` instead of a crash.
@@ -671,6 +715,10 @@ impl Settings {
             protocol,
             sasl,
             tls,
+            username_from_file: matches!(
+                sources.iter().rev().find(|(n, _)| *n == "username"),
+                Some((_, Source::CredentialsFile))
+            ),
             password_source_file: match sources.iter().rev().find(|(n, _)| *n == "password") {
                 Some((_, Source::PasswordFile)) => {
                     cli.password_file.clone().map(PasswordFile::Plain)
@@ -695,6 +743,7 @@ impl Settings {
                 },
                 replication_factor: cli.replication_factor,
                 num_partitions: cli.num_partitions,
+                delivery_timeout: delivery_timeout(cli.delivery_timeout)?,
             },
             consumer: ConsumerSettings {
                 group_id,
@@ -892,7 +941,7 @@ mod tests {
     }
 
     #[test]
-    fn metrics_addr_is_kept_and_turns_on_librdkafka_statistics() {
+    fn metrics_addr_is_kept_and_librdkafka_statistics_are_on_for_the_clients() {
         let s = resolve(&["--producer", "--metrics-addr", "127.0.0.1:9464"]).unwrap();
         assert_eq!(
             s.output.metrics_addr,
@@ -904,9 +953,20 @@ mod tests {
             p.get("statistics.interval.ms").map(String::as_str),
             Some("1000")
         );
-        let s = resolve(&["--producer"]).unwrap();
-        let p = crate::kafka::config::properties(&s, crate::kafka::config::Role::Producer, "b:1")
-            .unwrap();
+        // Without --metrics-addr too: they feed the result's client counters.
+        let s = resolve(&["--producer", "--consumer"]).unwrap();
+        for role in [
+            crate::kafka::config::Role::Producer,
+            crate::kafka::config::Role::Consumer,
+        ] {
+            let p = crate::kafka::config::properties(&s, role, "b:1").unwrap();
+            assert_eq!(
+                p.get("statistics.interval.ms").map(String::as_str),
+                Some("1000")
+            );
+        }
+        let p =
+            crate::kafka::config::properties(&s, crate::kafka::config::Role::Admin, "b:1").unwrap();
         assert_eq!(p.get("statistics.interval.ms"), None);
     }
 

@@ -156,6 +156,13 @@ fn owned_servers(settings: &Settings) -> String {
     }
 }
 
+/// Tries `identity` against the brokers as the start does (metadata until it answers, a refusal,
+/// or --connect-timeout): `Err` is a one-line reason, without the password.
+pub fn try_identity(settings: &Settings, identity: &crate::config::Identity) -> Result<(), String> {
+    let s = settings.with_identity(identity);
+    check_contact(&s, &owned_servers(&s)).map_err(|e| format!("{e:#}"))
+}
+
 /// Asks for cluster metadata until it answers, an authentication/TLS failure is reported, or
 /// --connect-timeout passes.
 fn check_contact(settings: &Settings, servers: &str) -> anyhow::Result<()> {

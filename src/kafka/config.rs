@@ -56,8 +56,9 @@ pub fn properties(
         );
     }
     let protected: Vec<String> = p.keys().cloned().collect();
-    if settings.output.metrics_addr.is_some() && role != Role::Admin {
-        // Statistics feed /metrics (broker RTT, queue depth, lag) and /healthz (brokers up).
+    if role != Role::Admin {
+        // Statistics feed the result's client counters (retries, disconnects, leader changes)
+        // and, with --metrics-addr, /metrics (broker RTT, queue depth, lag) and /healthz.
         set(
             &mut p,
             "statistics.interval.ms",
@@ -79,6 +80,13 @@ pub fn properties(
             // Batching: a few ms of linger lets librdkafka fill batches at high rates without
             // adding visible latency at low ones.
             set(&mut p, "linger.ms", "5");
+            // Retries go on until this runs out; then the delivery report says the message
+            // timed out and it is counted as failed, with its sequence number.
+            set(
+                &mut p,
+                "message.timeout.ms",
+                &settings.producer.delivery_timeout.as_millis().to_string(),
+            );
             set(&mut p, "batch.num.messages", "10000");
             // The queue bounds the producer's memory: an unpaced producer keeps it full, so
             // peak RSS is the queue's size whatever the run's length. 25,000 messages (~10 MB

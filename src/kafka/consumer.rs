@@ -178,25 +178,80 @@ fn fatal_consume_error(err: &KafkaError, group: &str, topic: &str) -> Option<Fai
     }
 }
 
-/// Consumes until a stop condition; blocking: run it on a blocking thread.
-pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
-    let mongo = job.mongo.take();
-    let s = &job.settings;
-    let group = s.consumer.group_id.clone();
+/// A consumer client for `settings` (the job's, or the job's with a rotated identity).
+fn create(job: &ConsumerJob, settings: &Settings) -> anyhow::Result<BaseConsumer<ConsumerCtx>> {
     let ctx = ConsumerCtx {
         base: WorkloadContext::with_health(job.shared.health.clone()),
         shared: job.shared.clone(),
         subscribed_at: Instant::now(),
         reset_earliest: matches!(
-            super::config::properties(s, Role::Consumer, &job.bootstrap)?
+            super::config::properties(settings, Role::Consumer, &job.bootstrap)?
                 .get("auto.offset.reset")
                 .map(String::as_str),
             Some("earliest" | "smallest" | "beginning")
         ),
     };
-    let consumer: BaseConsumer<ConsumerCtx> = client_config(s, Role::Consumer, &job.bootstrap)?
+    client_config(settings, Role::Consumer, &job.bootstrap)?
         .create_with_context(ctx)
-        .context("cannot create the consumer")?;
+        .context("cannot create the consumer")
+}
+
+/// Moves to a new user: a client for it is made and must reach the topic's metadata; then the
+/// old client commits what was processed (synchronously), leaves the group, and the new one
+/// joins it in its place, resuming from those commits. On any failure the old client is kept.
+fn switch_user(
+    job: &ConsumerJob,
+    old: BaseConsumer<ConsumerCtx>,
+    identity: &crate::config::Identity,
+    mongo: Option<&ConsumerFeed>,
+) -> (BaseConsumer<ConsumerCtx>, bool) {
+    let s = job.settings.with_identity(identity);
+    let fresh = match create(job, &s) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), user = %identity.username, "cannot create a consumer for the new user; keeping the current one");
+            return (old, false);
+        }
+    };
+    if let Err(e) = fresh
+        .client()
+        .fetch_metadata(Some(&s.topic), s.connect_timeout)
+    {
+        warn!(error = %e, user = %identity.username, "the consumer cannot reach the topic as the new user; keeping the current one");
+        return (old, false);
+    }
+    if let Some(feed) = mongo {
+        for (partition, offset) in feed.stored() {
+            store_stored(&old, &s.topic, partition, offset);
+        }
+    }
+    match old.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => {
+            warn!(error = %e, "commit before moving to the new user failed; the new client replays from the last commit")
+        }
+    }
+    old.unsubscribe();
+    drop(old);
+    if let Err(e) = fresh.subscribe(&[&s.topic]) {
+        // Not expected after the metadata answer; the run ends on the idle timeout if it happens.
+        warn!(error = %e, "the new user's consumer cannot subscribe");
+    }
+    info!(user = %identity.username, group = %s.consumer.group_id, "consumer moved to the new user: rejoining the group");
+    (fresh, true)
+}
+
+/// Consumes until a stop condition; blocking: run it on a blocking thread.
+pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
+    let mongo = job.mongo.take();
+    let s = &job.settings;
+    let group = s.consumer.group_id.clone();
+    let mut consumer = create(&job, s)?;
+    let mut client_user = s
+        .sasl
+        .as_ref()
+        .map(|a| a.username.clone())
+        .unwrap_or_default();
     info!(func = "<module>", "--consumer - Starting...");
     consumer
         .subscribe(&[&s.topic])
@@ -206,9 +261,13 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
         Some(consumer.context().subscribed_at);
 
     let started = Instant::now();
-    let deadline = s.duration.map(|d| started + d);
+    // Alongside this run's producer, --duration bounds the sending; the consumer reads on until
+    // every acknowledged message arrived (or --idle-timeout), so late acknowledgements count.
+    let reads_own_run = s.consumer.stop_when_run_complete && job.own.is_some();
+    let deadline = s.duration.filter(|_| !reads_own_run).map(|d| started + d);
     let mut last_activity = Instant::now();
     let mut rotation_seen = 0;
+    let mut lockout = super::context::Lockout::new(s.connect_timeout);
     let log_limit = s.output.log_messages;
     let own_run_id = job.own.as_ref().map(|o| o.run_id.clone());
     let mut result: anyhow::Result<()> = Ok(());
@@ -242,11 +301,29 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
                 break "authentication failed".into();
             }
         }
-        super::context::apply_rotation(
+        if let Some(identity) = super::context::apply_rotation(
             consumer.client(),
             job.password.as_deref(),
             &mut rotation_seen,
-        );
+            &client_user,
+        ) {
+            let moved;
+            (consumer, moved) = switch_user(&job, consumer, &identity, mongo.as_ref());
+            if moved {
+                client_user = identity.username;
+            }
+        }
+        if let Some(cause) = lockout.check(&consumer.context().base) {
+            result = Err(Failure::Authentication {
+                servers: job.bootstrap.clone(),
+                cause: format!(
+                    "{cause} (no broker connection has worked for {} s)",
+                    s.connect_timeout.as_secs()
+                ),
+            }
+            .into());
+            break "authentication failed".into();
+        }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(e)) => {

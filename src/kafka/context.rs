@@ -98,11 +98,11 @@ impl WorkloadContext {
 /// Hands a new SASL password to a running client; connections made from now on use it.
 pub fn set_sasl_password<C: ClientContext>(
     client: &rdkafka::client::Client<C>,
-    watch: &crate::config::PasswordWatch,
+    identity: &crate::config::Identity,
 ) -> Result<(), String> {
-    let user = std::ffi::CString::new(watch.username())
+    let user = std::ffi::CString::new(identity.username.as_str())
         .map_err(|_| "username has a NUL byte".to_string())?;
-    let pw = std::ffi::CString::new(watch.password().expose())
+    let pw = std::ffi::CString::new(identity.password.expose())
         .map_err(|_| "password has a NUL byte".to_string())?;
     // SAFETY: the handle is alive for the borrow of `client`; librdkafka copies both strings.
     unsafe {
@@ -122,21 +122,81 @@ pub fn set_sasl_password<C: ClientContext>(
     }
 }
 
-/// Applies a rotated password when the watch's generation moved past `applied`.
+/// Applies a rotation once the watch's generation moved past `applied`: a new password for
+/// `client_user` is handed to `client`; a new user is returned, for the caller to replace its
+/// client (a connection cannot re-authenticate as another principal).
 pub fn apply_rotation<C: ClientContext>(
     client: &rdkafka::client::Client<C>,
     watch: Option<&crate::config::PasswordWatch>,
     applied: &mut u64,
-) {
-    if let Some(w) = watch {
-        let generation = w.generation();
-        if generation != *applied {
-            *applied = generation;
-            match set_sasl_password(client, w) {
-                Ok(()) => info!(generation, "rotated password applied to the client"),
-                Err(e) => warn!(error = %e, "cannot apply the rotated password"),
+    client_user: &str,
+) -> Option<crate::config::Identity> {
+    let w = watch?;
+    let generation = w.generation();
+    if generation == *applied {
+        return None;
+    }
+    *applied = generation;
+    let identity = w.identity();
+    if identity.username != client_user {
+        return Some(identity);
+    }
+    match set_sasl_password(client, &identity) {
+        Ok(()) => info!(generation, "rotated password applied to the client"),
+        Err(e) => warn!(error = %e, "cannot apply the rotated password"),
+    }
+    None
+}
+
+/// Watches for a client that nothing works for any more: its last error is an authentication
+/// or TLS refusal and its statistics show no broker connection up, for longer than `limit`
+/// (the run's --connect-timeout). Until then the client keeps trying; a rotation may still
+/// bring credentials that work.
+#[derive(Debug)]
+pub struct Lockout {
+    limit: std::time::Duration,
+    since: Option<std::time::Instant>,
+}
+
+impl Lockout {
+    /// A watch that gives up after `limit`.
+    pub fn new(limit: std::time::Duration) -> Self {
+        Lockout { limit, since: None }
+    }
+
+    /// The refusal, once it has lasted `limit` with no broker up.
+    pub fn check(&mut self, ctx: &WorkloadContext) -> Option<String> {
+        self.observe(
+            ctx.trouble(),
+            ctx.health.as_ref().and_then(|h| h.stats()),
+            std::time::Instant::now(),
+        )
+    }
+
+    fn observe(
+        &mut self,
+        trouble: Option<Trouble>,
+        stats: Option<StatsDigest>,
+        now: std::time::Instant,
+    ) -> Option<String> {
+        let refused = match trouble {
+            Some(Trouble::Authentication(cause)) => cause,
+            Some(Trouble::Tls(cause)) => format!("TLS: {cause}"),
+            _ => {
+                self.since = None;
+                return None;
             }
+        };
+        // Fresh statistics with a broker up mean something still works.
+        let none_up = stats.is_none_or(|s| {
+            s.brokers_up() == 0 || now.saturating_duration_since(s.at) > self.limit
+        });
+        if !none_up {
+            self.since = None;
+            return None;
         }
+        let since = *self.since.get_or_insert(now);
+        (now.saturating_duration_since(since) >= self.limit).then_some(refused)
     }
 }
 
@@ -212,6 +272,61 @@ impl rdkafka::producer::ProducerContext for WorkloadContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lockout_needs_a_refusal_and_no_broker_up_for_the_whole_limit() {
+        use crate::sidecar::health::BrokerView;
+        let t0 = std::time::Instant::now();
+        let secs = std::time::Duration::from_secs;
+        let stats = |up: bool, at| StatsDigest {
+            at,
+            brokers: vec![BrokerView {
+                name: "b:1/1".into(),
+                up,
+                rtt_avg_secs: None,
+                rtt_p99_secs: None,
+            }],
+            queue_messages: 0,
+            queue_bytes: 0,
+            reply_queue: 0,
+            consumer_lag: None,
+            retries: 0,
+            request_timeouts: 0,
+            disconnects: 0,
+            leaders: Default::default(),
+        };
+        let refused = || Some(Trouble::Authentication("SASL authentication error".into()));
+        let mut l = Lockout::new(secs(10));
+        // Refused, but a connection is still up (made with the old credentials): keep going.
+        assert_eq!(
+            l.observe(refused(), Some(stats(true, t0)), t0 + secs(5)),
+            None
+        );
+        assert_eq!(l.observe(refused(), Some(stats(false, t0)), t0), None);
+        // Statistics that stopped coming count as nothing up.
+        let mut stale = Lockout::new(secs(10));
+        assert_eq!(
+            stale.observe(refused(), Some(stats(true, t0)), t0 + secs(11)),
+            None
+        );
+        assert!(stale
+            .observe(refused(), Some(stats(true, t0)), t0 + secs(21))
+            .is_some());
+        assert_eq!(
+            l.observe(refused(), Some(stats(false, t0 + secs(9))), t0 + secs(9)),
+            None
+        );
+        assert_eq!(
+            l.observe(refused(), Some(stats(false, t0 + secs(10))), t0 + secs(10))
+                .as_deref(),
+            Some("SASL authentication error")
+        );
+        // Transport trouble alone is an outage, not a lockout.
+        let mut l = Lockout::new(secs(10));
+        let down = Some(Trouble::Transport("connection refused".into()));
+        assert_eq!(l.observe(down.clone(), None, t0), None);
+        assert_eq!(l.observe(down, None, t0 + secs(60)), None);
+    }
 
     #[test]
     fn sasl_failures_are_authentication_and_outlive_later_transport_errors() {

@@ -23,6 +23,7 @@ use super::context::WorkloadContext;
 use crate::config::{LogLimit, Settings};
 use crate::error::Failure;
 use crate::report::stats::{record_latency, ProducerShared};
+use crate::report::summary::describe_ranges;
 use crate::sink::mongo::ProducerFeed;
 use crate::workload::message::MessageWriter;
 
@@ -62,7 +63,7 @@ struct ProducerCtx {
     topic: String,
     log_limit: LogLimit,
     /// A delivery error that makes further sending pointless (authorization, authentication).
-    fatal: Mutex<Option<String>>,
+    fatal: Mutex<Option<Failure>>,
     has_fatal: AtomicBool,
     /// The MongoDB writer's feed: acknowledged messages only, so the `producer` collection never
     /// holds a message Kafka did not take.
@@ -132,11 +133,19 @@ impl ProducerContext for ProducerCtx {
                     );
                 }
             }
-            Err((err, _msg)) => {
+            Err((err, msg)) => {
                 self.base.count_delivery_error(err);
+                // Our own value: its sequence number names the message in the result.
+                let seq = match msg.payload().map(crate::workload::message::decode) {
+                    Some(crate::workload::message::Decoded::Ours(f)) => f.seq,
+                    _ => None,
+                };
                 let first = {
                     let mut t = self.shared.tally.lock().expect("poisoned");
                     t.failed += 1;
+                    if let Some(seq) = seq {
+                        t.failed_seqs.insert(seq);
+                    }
                     let n = t.errors.entry(err.to_string()).or_insert(0);
                     *n += 1;
                     *n == 1
@@ -146,8 +155,18 @@ impl ProducerContext for ProducerCtx {
                 }
                 if let Some(code) = err.rdkafka_error_code() {
                     if is_fatal(code) && !self.has_fatal.swap(true, Ordering::SeqCst) {
-                        *self.fatal.lock().expect("poisoned") =
-                            Some(format!("producing to topic {}: {err}", self.topic));
+                        let what = format!("producing to topic {}: {err}", self.topic);
+                        let failure = match code {
+                            RDKafkaErrorCode::Authentication
+                            | RDKafkaErrorCode::SaslAuthenticationFailed => {
+                                Failure::Authentication {
+                                    servers: String::from("the brokers"),
+                                    cause: what,
+                                }
+                            }
+                            _ => Failure::Authorization(what),
+                        };
+                        *self.fatal.lock().expect("poisoned") = Some(failure);
                     }
                 }
             }
@@ -175,6 +194,59 @@ pub struct ProducerJob {
     pub mongo: Option<ProducerFeed>,
 }
 
+/// A producer client for `settings` (the job's, or the job's with a rotated identity).
+fn create(job: &ProducerJob, settings: &Settings) -> anyhow::Result<ThreadedProducer<ProducerCtx>> {
+    let ctx = ProducerCtx {
+        base: WorkloadContext::with_health(job.shared.health.clone()),
+        shared: job.shared.clone(),
+        anchor: job.anchor,
+        topic: settings.topic.clone(),
+        log_limit: settings.output.log_messages,
+        fatal: Mutex::new(None),
+        has_fatal: AtomicBool::new(false),
+        mongo: job.mongo.clone(),
+    };
+    client_config(settings, Role::Producer, &job.bootstrap)?
+        .create_with_context(ctx)
+        .context("cannot create the producer")
+}
+
+/// Moves to a new user: a client for it is made and must reach the topic's metadata, then the
+/// old one is flushed (its messages are acknowledged under the old identity, still valid) and
+/// dropped. On any failure the old client is kept and the reason logged.
+fn switch_user(
+    job: &ProducerJob,
+    old: ThreadedProducer<ProducerCtx>,
+    identity: &crate::config::Identity,
+) -> (ThreadedProducer<ProducerCtx>, bool) {
+    let s = job.settings.with_identity(identity);
+    let fresh = match create(job, &s) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), user = %identity.username, "cannot create a producer for the new user; keeping the current one");
+            return (old, false);
+        }
+    };
+    if let Err(e) = fresh
+        .client()
+        .fetch_metadata(Some(&s.topic), s.connect_timeout)
+    {
+        warn!(error = %e, user = %identity.username, "the producer cannot reach the topic as the new user; keeping the current one");
+        return (old, false);
+    }
+    let started = Instant::now();
+    if let Err(e) = old.flush(FLUSH_TIMEOUT) {
+        warn!(error = %e, in_flight = old.in_flight_count(), "the old producer did not flush in time; its messages are reported as they end");
+    }
+    if let Some(fatal) = old.context().fatal.lock().expect("poisoned").take() {
+        *fresh.context().fatal.lock().expect("poisoned") = Some(fatal);
+        fresh.context().has_fatal.store(true, Ordering::SeqCst);
+    }
+    drop(old);
+    info!(user = %identity.username, flush_ms = started.elapsed().as_millis() as u64, "producer moved to the new user");
+    (fresh, true)
+}
+
 /// How long a flush may take at the end before unacknowledged messages are given up.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -182,19 +254,12 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Blocking: run it on a blocking thread.
 pub fn run(job: ProducerJob) -> anyhow::Result<()> {
     let s = &job.settings;
-    let ctx = ProducerCtx {
-        base: WorkloadContext::with_health(job.shared.health.clone()),
-        shared: job.shared.clone(),
-        anchor: job.anchor,
-        topic: s.topic.clone(),
-        log_limit: s.output.log_messages,
-        fatal: Mutex::new(None),
-        has_fatal: AtomicBool::new(false),
-        mongo: job.mongo,
-    };
-    let producer: ThreadedProducer<ProducerCtx> = client_config(s, Role::Producer, &job.bootstrap)?
-        .create_with_context(ctx)
-        .context("cannot create the producer")?;
+    let mut producer = create(&job, s)?;
+    let mut client_user = s
+        .sasl
+        .as_ref()
+        .map(|a| a.username.clone())
+        .unwrap_or_default();
     info!(func = "<module>", "--producer - Starting...");
 
     let mut writer = MessageWriter::new(&s.origin, &job.run_id, s.producer.message_size);
@@ -230,13 +295,35 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
     let mut id_hex = [0u8; 32];
     let mut seq: u64 = 0;
     let mut rotation_seen = 0;
+    let mut lockout = super::context::Lockout::new(s.connect_timeout);
+    let locked_out = |cause: String| -> anyhow::Error {
+        job.shared.done.store(true, Ordering::SeqCst);
+        Failure::Authentication {
+            servers: job.bootstrap.clone(),
+            cause: format!(
+                "{cause} (no broker connection has worked for {} s)",
+                s.connect_timeout.as_secs()
+            ),
+        }
+        .into()
+    };
     while total.is_none_or(|t| seq < t) {
         if seq % 256 == 0 {
-            super::context::apply_rotation(
+            if let Some(identity) = super::context::apply_rotation(
                 producer.client(),
                 job.password.as_deref(),
                 &mut rotation_seen,
-            );
+                &client_user,
+            ) {
+                let moved;
+                (producer, moved) = switch_user(&job, producer, &identity);
+                if moved {
+                    client_user = identity.username;
+                }
+            }
+            if let Some(cause) = lockout.check(&producer.context().base) {
+                return Err(locked_out(cause));
+            }
             if job.cancel.is_cancelled() {
                 info!(sent = seq, "stop requested: no more messages will be sent");
                 break;
@@ -280,23 +367,44 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
         let stamp = SendStamp::new(scheduled_us, sent_us);
         let mut record: BaseRecord<'_, (), [u8], usize> =
             BaseRecord::with_opaque_to(&s.topic, stamp.0 as usize).payload(value);
-        loop {
+        let mut waits: u32 = 0;
+        let handed_over = loop {
             match producer.send(record) {
-                Ok(()) => break,
+                Ok(()) => break true,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     if job.cancel.is_cancelled()
                         || producer.context().has_fatal.load(Ordering::Relaxed)
                     {
-                        break;
+                        break false;
+                    }
+                    // A full queue that does not drain may be brokers refusing us: look once
+                    // a second.
+                    waits += 1;
+                    if waits % 2000 == 0 {
+                        if let Some(cause) = lockout.check(&producer.context().base) {
+                            return Err(locked_out(cause));
+                        }
                     }
                     std::thread::sleep(Duration::from_micros(500));
                 }
                 Err((e, _)) => {
                     job.shared.done.store(true, Ordering::SeqCst);
-                    return Err(anyhow::anyhow!("cannot send to topic {}: {e}", s.topic));
+                    let what = format!("cannot send to topic {}: {e}", s.topic);
+                    return Err(match e.rdkafka_error_code() {
+                        Some(
+                            RDKafkaErrorCode::TopicAuthorizationFailed
+                            | RDKafkaErrorCode::ClusterAuthorizationFailed,
+                        ) => Failure::Authorization(what).into(),
+                        _ => anyhow::anyhow!(what),
+                    });
                 }
             }
+        };
+        if !handed_over {
+            // Stopped while librdkafka's queue was full: this message was never sent.
+            info!(sent = seq, "stop requested: no more messages will be sent");
+            break;
         }
         seq += 1;
         job.shared.sent.store(seq, Ordering::Relaxed);
@@ -308,7 +416,7 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
     job.shared.window.lock().expect("poisoned").end = Some(Instant::now());
     job.shared.done.store(true, Ordering::SeqCst);
     if let Some(fatal) = producer.context().fatal.lock().expect("poisoned").clone() {
-        return Err(Failure::Authorization(fatal).into());
+        return Err(fatal.into());
     }
     if let Err(e) = flushed {
         let in_flight = producer.in_flight_count();
@@ -317,9 +425,16 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
             flush_timeout.as_secs()
         );
     }
-    let failed = job.shared.tally.lock().expect("poisoned").failed;
+    let (failed, ranges) = {
+        let t = job.shared.tally.lock().expect("poisoned");
+        (t.failed, describe_ranges(&t.failed_seqs, 5))
+    };
     if failed > 0 {
-        anyhow::bail!("{failed} of {seq} messages could not be delivered");
+        anyhow::bail!(
+            "{failed} of {seq} messages were not delivered within --delivery-timeout ({} s): \
+             sequence numbers {ranges}",
+            s.producer.delivery_timeout.as_secs_f64()
+        );
     }
     Ok(())
 }

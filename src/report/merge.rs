@@ -15,7 +15,8 @@ use anyhow::Context as _;
 
 use super::stats::latency_histogram;
 use super::summary::{
-    AuditResult, ConsumerResult, Latency, ProducerResult, RunResult, Span, Throughput, SCHEMA,
+    AuditResult, ClientEvents, ConsumerResult, Latency, ProducerResult, RunResult, Span,
+    Throughput, SCHEMA,
 };
 use crate::workload::audit::Audit;
 
@@ -88,6 +89,15 @@ fn merge_producers(parts: &[&ProducerResult]) -> anyhow::Result<ProducerResult> 
         ack_latency: merge_latency(parts.iter().map(|p| &p.ack_latency))?,
         ack_latency_uncorrected: merge_latency(parts.iter().map(|p| &p.ack_latency_uncorrected))?,
         errors,
+        // Sequence numbers belong to their producer run: a union across runs would name nothing.
+        failed_seqs: match parts {
+            [one] => one.failed_seqs.clone(),
+            _ => Default::default(),
+        },
+        client: parts.iter().fold(ClientEvents::default(), |mut all, p| {
+            all.add(&p.client);
+            all
+        }),
     })
 }
 
@@ -134,6 +144,10 @@ fn merge_consumers(parts: &[&ConsumerResult]) -> anyhow::Result<ConsumerResult> 
         stop_reason: (!reasons.is_empty())
             .then(|| join_distinct(reasons.iter().map(String::as_str)).replace(',', "; ")),
         audit: AuditResult::from_audit(&audit, not_json, expected),
+        client: parts.iter().fold(ClientEvents::default(), |mut all, c| {
+            all.add(&c.client);
+            all
+        }),
     })
 }
 
@@ -160,7 +174,14 @@ pub fn merge(results: &[RunResult]) -> anyhow::Result<RunResult> {
         consumer: if consumers.is_empty() {
             None
         } else {
-            Some(merge_consumers(&consumers)?)
+            let mut merged = merge_consumers(&consumers)?;
+            // Each producer's undelivered messages are gaps it accounted for, not losses.
+            for r in results {
+                if let Some(p) = r.producer.as_ref().filter(|p| !p.failed_seqs.is_empty()) {
+                    merged.audit.excuse_failed(&r.run_id, &p.failed_seqs);
+                }
+            }
+            Some(merged)
         },
         checks: Vec::new(),
         mongo: crate::sink::MongoResult::merged(results.iter().filter_map(|r| r.mongo.as_ref())),
@@ -189,7 +210,7 @@ mod tests {
             start: Some(start),
             end: Some(start + Duration::from_secs(secs)),
         };
-        producer_result(n, &t, &w)
+        producer_result(n, &t, &w, Default::default())
     }
 
     fn consumer(run: &str, seqs: std::ops::Range<u64>, expected: Option<u64>) -> ConsumerResult {
@@ -202,7 +223,7 @@ mod tests {
         }
         t.audit.record_foreign();
         t.not_json = 1;
-        consumer_result(&t, expected, "g1")
+        consumer_result(&t, expected, "g1", Default::default())
     }
 
     fn run(id: &str, p: Option<ProducerResult>, c: Option<ConsumerResult>) -> RunResult {

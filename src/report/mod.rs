@@ -34,10 +34,62 @@ pub fn conclude(
     if let Some(path) = json {
         let mut bytes = Vec::new();
         summary::write_json(&mut bytes, result).context("cannot serialize the result")?;
-        std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        write_atomically(path, &bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     match assert::failures(&result.checks) {
         Some(failed) => Err(Failure::Assert(failed).into()),
         None => Ok(()),
+    }
+}
+
+/// Replaces `path` with `bytes` all at once: they go to a temporary file in the same directory,
+/// reach the disk, and the file is renamed over `path`. A kill at any moment leaves either the
+/// previous complete file or the new complete one, never a truncated one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".kafka-workload-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    // The temporary file is private (0600); the result keeps the mode of the file it replaces,
+    // or gets the usual 0644.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_atomic_write_replaces_the_file_and_leaves_no_temporary_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("result.json");
+        std::fs::write(&path, "old").unwrap();
+        write_atomically(&path, b"new contents").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new contents");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("result.json")]);
+    }
+
+    #[test]
+    fn an_atomic_write_into_a_missing_directory_fails_and_names_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("r.json");
+        assert!(write_atomically(&path, b"x").is_err());
+        assert!(!path.exists());
     }
 }

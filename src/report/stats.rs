@@ -70,6 +70,8 @@ pub struct ProducerTally {
     pub ack_latency_uncorrected: Histogram<u64>,
     /// Delivery errors by name, with counts.
     pub errors: std::collections::BTreeMap<String, u64>,
+    /// Sequence numbers of the messages whose delivery failed.
+    pub failed_seqs: crate::workload::audit::RangeSet,
 }
 
 impl Default for ProducerTally {
@@ -81,6 +83,7 @@ impl Default for ProducerTally {
             ack_latency: latency_histogram(),
             ack_latency_uncorrected: latency_histogram(),
             errors: Default::default(),
+            failed_seqs: Default::default(),
         }
     }
 }

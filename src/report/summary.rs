@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::assert::Check;
 use super::stats::{decode_histogram, encode_histogram, ConsumerTally, ProducerTally, Window};
-use crate::workload::audit::{Audit, RunAudit};
+use crate::workload::audit::{Audit, RangeSet, RunAudit};
 
 /// Schema identifier written into every JSON result.
 pub const SCHEMA: &str = "kafka-workload/result/v1";
@@ -176,6 +176,48 @@ pub struct ProducerResult {
     pub ack_latency_uncorrected: Latency,
     /// Delivery errors by librdkafka's description, with counts.
     pub errors: BTreeMap<String, u64>,
+    /// The sequence numbers of the messages whose delivery failed, as `[start, end)` ranges.
+    #[serde(default)]
+    pub failed_seqs: RangeSet,
+    /// What the producer's client went through (errors, retries, disconnects, leader changes).
+    #[serde(default)]
+    pub client: ClientEvents,
+}
+
+/// What one Kafka client went through during the run: librdkafka's error events by kind (and,
+/// for the producer, its failed deliveries), and its connection counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientEvents {
+    /// Error events and failed deliveries by librdkafka's error code name
+    /// (`BrokerTransportFailure`, `AllBrokersDown`, `MessageTimedOut`, ...).
+    pub errors: BTreeMap<String, u64>,
+    /// Requests librdkafka retried (`txretries` over all brokers).
+    pub retries: u64,
+    /// Requests that timed out.
+    pub request_timeouts: u64,
+    /// Broker connections lost.
+    pub disconnects: u64,
+    /// Partition leader changes the client saw (sampled once a second).
+    pub leader_changes: u64,
+}
+
+impl ClientEvents {
+    /// Whether anything at all happened.
+    pub fn is_quiet(&self) -> bool {
+        *self == ClientEvents::default()
+    }
+
+    /// Adds another client's events (for fleet merges).
+    pub fn add(&mut self, other: &ClientEvents) {
+        for (k, n) in &other.errors {
+            *self.errors.entry(k.clone()).or_insert(0) += n;
+        }
+        self.retries += other.retries;
+        self.request_timeouts += other.request_timeouts;
+        self.disconnects += other.disconnects;
+        self.leader_changes += other.leader_changes;
+    }
 }
 
 /// The consumer's side of the result.
@@ -203,6 +245,9 @@ pub struct ConsumerResult {
     pub stop_reason: Option<String>,
     /// The audit.
     pub audit: AuditResult,
+    /// What the consumer's client went through (errors, retries, disconnects, leader changes).
+    #[serde(default)]
+    pub client: ClientEvents,
 }
 
 /// The audit's verdict and counts, and the ranges they were computed from.
@@ -228,6 +273,10 @@ pub struct AuditResult {
     /// Per producer run id: the sequence numbers that arrived, as `[start, end)` ranges, with
     /// that run's duplicates and out-of-order arrivals.
     pub runs: BTreeMap<String, RunAudit>,
+    /// Gaps the producer accounted for: messages it reported as failed (never acknowledged), so
+    /// not counted as lost.
+    #[serde(default)]
+    pub not_delivered: u64,
 }
 
 impl AuditResult {
@@ -247,7 +296,31 @@ impl AuditResult {
             foreign: audit.foreign,
             not_json,
             runs: audit.runs.clone(),
+            not_delivered: 0,
         }
+    }
+
+    /// Takes the producer's word for the messages of `run_id` whose delivery failed: the gaps
+    /// they leave are not losses. The verdict is recomputed.
+    pub fn excuse_failed(&mut self, run_id: &str, failed: &RangeSet) {
+        let Some(max) = self.runs.get(run_id).and_then(|r| r.seen.max()) else {
+            return;
+        };
+        let seen = &self.runs[run_id].seen;
+        let excused: u64 = failed
+            .ranges()
+            .filter(|&(s, _)| s <= max)
+            .map(|(s, e)| {
+                let e = e.min(max + 1);
+                (e - s) - seen.count_within(s, e)
+            })
+            .sum();
+        self.not_delivered += excused;
+        let audit = self.audit();
+        let gaps = audit.gaps().saturating_sub(self.not_delivered);
+        let shortfall = self.expected.map_or(0, |e| e.saturating_sub(self.distinct));
+        self.lost = gaps.max(shortfall);
+        self.verdict = if self.lost == 0 { "clean" } else { "loss" }.into();
     }
 
     /// The audit these figures were computed from.
@@ -287,8 +360,13 @@ pub struct RunResult {
     pub mongo: Option<crate::sink::MongoResult>,
 }
 
-/// Builds the producer result from its tally and its sending window.
-pub fn producer_result(sent: u64, t: &ProducerTally, window: &Window) -> ProducerResult {
+/// Builds the producer result from its tally, its sending window and its client's events.
+pub fn producer_result(
+    sent: u64,
+    t: &ProducerTally,
+    window: &Window,
+    client: ClientEvents,
+) -> ProducerResult {
     let span = Span::from_window(window);
     ProducerResult {
         sent,
@@ -304,11 +382,18 @@ pub fn producer_result(sent: u64, t: &ProducerTally, window: &Window) -> Produce
         ack_latency: Latency::from_histogram(&t.ack_latency),
         ack_latency_uncorrected: Latency::from_histogram(&t.ack_latency_uncorrected),
         errors: t.errors.clone(),
+        failed_seqs: t.failed_seqs.clone(),
+        client,
     }
 }
 
-/// Builds the consumer result from its tally.
-pub fn consumer_result(t: &ConsumerTally, expected: Option<u64>, group_id: &str) -> ConsumerResult {
+/// Builds the consumer result from its tally and its client's events.
+pub fn consumer_result(
+    t: &ConsumerTally,
+    expected: Option<u64>,
+    group_id: &str,
+    client: ClientEvents,
+) -> ConsumerResult {
     let span = Span::from_window(&t.window);
     ConsumerResult {
         group_id: group_id.to_string(),
@@ -326,6 +411,7 @@ pub fn consumer_result(t: &ConsumerTally, expected: Option<u64>, group_id: &str)
         e2e_latency_wall: Latency::from_histogram(&t.e2e_wall),
         stop_reason: t.stop_reason.clone(),
         audit: AuditResult::from_audit(&t.audit, t.not_json, expected),
+        client,
     }
 }
 
@@ -353,6 +439,47 @@ fn write_latency(w: &mut impl Write, label: &str, l: &Latency) -> std::io::Resul
         ms(l.max_us),
         l.count
     )
+}
+
+/// `a-b, c, d-e` for the first `limit` ranges of `set` (inclusive ends), and how many more.
+pub fn describe_ranges(set: &RangeSet, limit: usize) -> String {
+    let mut parts: Vec<String> = set
+        .ranges()
+        .take(limit)
+        .map(|(s, e)| {
+            if e - s == 1 {
+                s.to_string()
+            } else {
+                format!("{s}-{}", e - 1)
+            }
+        })
+        .collect();
+    let total = set.range_count();
+    if total > limit {
+        parts.push(format!("and {} more ranges", total - limit));
+    }
+    if parts.is_empty() {
+        return "unknown (not kafka-workload values)".into();
+    }
+    parts.join(", ")
+}
+
+/// One line of a client's events, e.g. `3 retries, 2 disconnects, 1 leader change; errors:
+/// BrokerTransportFailure 4, AllBrokersDown 1`.
+fn write_client(w: &mut impl Write, c: &ClientEvents) -> std::io::Result<()> {
+    if c.is_quiet() {
+        return Ok(());
+    }
+    let mut line = format!(
+        "  client: {} retries, {} disconnects, {} request timeouts, {} leader changes",
+        c.retries, c.disconnects, c.request_timeouts, c.leader_changes
+    );
+    if !c.errors.is_empty() {
+        let errors: Vec<String> = c.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        line.push_str("; errors: ");
+        line.push_str(&errors.join(", "));
+    }
+    writeln!(w, "{line}")
 }
 
 /// Prints the human summary.
@@ -383,6 +510,14 @@ pub fn write_text(w: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
         if p.ack_latency_uncorrected != p.ack_latency {
             write_latency(w, "ack (uncorrected)", &p.ack_latency_uncorrected)?;
         }
+        if p.failed > 0 {
+            writeln!(
+                w,
+                "  not delivered: sequence numbers {}",
+                describe_ranges(&p.failed_seqs, 10)
+            )?;
+        }
+        write_client(w, &p.client)?;
     }
     if let Some(c) = &r.consumer {
         writeln!(
@@ -424,9 +559,17 @@ pub fn write_text(w: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
             a.not_json,
             a.runs.len()
         )?;
+        if a.not_delivered > 0 {
+            writeln!(
+                w,
+                "  {} gaps are messages the producer reported as not delivered (not lost)",
+                a.not_delivered
+            )?;
+        }
         if let Some(reason) = &c.stop_reason {
             writeln!(w, "  consumer stopped: {reason}")?;
         }
+        write_client(w, &c.client)?;
     }
     if let Some(m) = &r.mongo {
         crate::sink::write_text(w, m)?;
@@ -437,6 +580,60 @@ pub fn write_text(w: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_ranges_are_described_with_inclusive_ends_and_a_limit() {
+        let mut set = RangeSet::default();
+        set.insert_range(10, 20);
+        set.insert(25);
+        set.insert_range(30, 32);
+        assert_eq!(describe_ranges(&set, 5), "10-19, 25, 30-31");
+        assert_eq!(describe_ranges(&set, 2), "10-19, 25, and 1 more ranges");
+    }
+
+    #[test]
+    fn failed_seqs_excused_are_not_loss_but_other_gaps_still_are() {
+        let mut a = Audit::default();
+        for s in (0..100).filter(|s| !(10..20).contains(s) && *s != 50) {
+            a.record("r", 0, s);
+        }
+        let mut r = AuditResult::from_audit(&a, 0, Some(89));
+        assert_eq!((r.lost, r.verdict.as_str()), (11, "loss"));
+        let mut failed = RangeSet::default();
+        failed.insert_range(10, 20);
+        failed.insert(500); // beyond what arrived: not a gap, nothing to excuse
+        r.excuse_failed("r", &failed);
+        assert_eq!(
+            (r.lost, r.not_delivered, r.verdict.as_str()),
+            (1, 10, "loss")
+        );
+        failed.insert(50);
+        let mut r = AuditResult::from_audit(&a, 0, Some(89));
+        r.excuse_failed("r", &failed);
+        assert_eq!(
+            (r.lost, r.not_delivered, r.verdict.as_str()),
+            (0, 11, "clean")
+        );
+    }
+
+    #[test]
+    fn client_events_print_one_line_only_when_something_happened() {
+        let mut out = Vec::new();
+        write_client(&mut out, &ClientEvents::default()).unwrap();
+        assert!(out.is_empty());
+        let mut c = ClientEvents {
+            retries: 3,
+            disconnects: 2,
+            leader_changes: 1,
+            ..Default::default()
+        };
+        c.errors.insert("AllBrokersDown".into(), 1);
+        write_client(&mut out, &c).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "  client: 3 retries, 2 disconnects, 0 request timeouts, 1 leader changes; errors: AllBrokersDown 1\n"
+        );
+    }
 
     #[test]
     fn throughput_labels_mb_and_mib_separately() {
@@ -495,8 +692,8 @@ mod tests {
             version: "0.1.0".into(),
             run_id: "run1".into(),
             topic: "t".into(),
-            producer: Some(producer_result(1000, &p, &w)),
-            consumer: Some(consumer_result(&c, Some(1000), "g1")),
+            producer: Some(producer_result(1000, &p, &w, Default::default())),
+            consumer: Some(consumer_result(&c, Some(1000), "g1", Default::default())),
             ..Default::default()
         };
         let conds =

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use rdkafka::statistics::Statistics;
 
 use crate::kafka::context::Trouble;
+use crate::report::summary::ClientEvents;
 
 /// How often librdkafka emits statistics when metrics are served (`statistics.interval.ms`).
 pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
@@ -47,6 +48,14 @@ pub struct StatsDigest {
     pub reply_queue: i64,
     /// Sum of the consumer lag over the assigned partitions that report one.
     pub consumer_lag: Option<i64>,
+    /// Requests retried, over every broker connection since the client started (`txretries`).
+    pub retries: u64,
+    /// Requests that timed out (`req_timeouts`).
+    pub request_timeouts: u64,
+    /// Connections lost (`disconnects`).
+    pub disconnects: u64,
+    /// The leader broker id of every partition the client knows, by (topic, partition).
+    pub leaders: BTreeMap<(String, i32), i32>,
 }
 
 impl StatsDigest {
@@ -80,6 +89,13 @@ impl StatsDigest {
             .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
             .map(|p| p.consumer_lag)
             .collect();
+        let leaders = s
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values().map(move |p| (t, p)))
+            .filter(|(_, p)| p.partition >= 0 && p.leader >= 0)
+            .map(|(t, p)| ((t.topic.clone(), p.partition), p.leader))
+            .collect();
         StatsDigest {
             at,
             brokers,
@@ -87,6 +103,14 @@ impl StatsDigest {
             queue_bytes: s.msg_size,
             reply_queue: s.replyq,
             consumer_lag: (!lags.is_empty()).then(|| lags.iter().sum()),
+            retries: s.brokers.values().map(|b| b.txretries).sum(),
+            request_timeouts: s.brokers.values().map(|b| b.req_timeouts).sum(),
+            disconnects: s
+                .brokers
+                .values()
+                .map(|b| b.disconnects.unwrap_or(0).max(0) as u64)
+                .sum(),
+            leaders,
         }
     }
 
@@ -109,12 +133,37 @@ struct Inner {
     errors: BTreeMap<String, u64>,
     /// The last error event, with when it came.
     last_trouble: Option<(Trouble, Instant)>,
+    /// Partitions whose leader differed from the previous statistics' (sampled once a second).
+    leader_changes: u64,
 }
 
 impl ClientHealth {
     /// Records a statistics callback.
     pub fn record_stats(&self, digest: StatsDigest) {
-        self.inner.lock().expect("poisoned").stats = Some(digest);
+        let mut inner = self.inner.lock().expect("poisoned");
+        if let Some(prev) = &inner.stats {
+            let changed = digest
+                .leaders
+                .iter()
+                .filter(|(k, leader)| prev.leaders.get(*k).is_some_and(|was| was != *leader))
+                .count() as u64;
+            inner.leader_changes += changed;
+        }
+        inner.stats = Some(digest);
+    }
+
+    /// What the client went through, for the run's result: error events by kind and the
+    /// connection counters of the latest statistics (at most one interval old).
+    pub fn events(&self) -> ClientEvents {
+        let inner = self.inner.lock().expect("poisoned");
+        let stats = inner.stats.as_ref();
+        ClientEvents {
+            errors: inner.errors.clone(),
+            retries: stats.map_or(0, |s| s.retries),
+            request_timeouts: stats.map_or(0, |s| s.request_timeouts),
+            disconnects: stats.map_or(0, |s| s.disconnects),
+            leader_changes: inner.leader_changes,
+        }
     }
 
     /// Counts an error of `kind` (an error code name such as `BrokerTransportFailure`); `trouble`
@@ -206,7 +255,30 @@ mod tests {
             queue_bytes: 0,
             reply_queue: 0,
             consumer_lag: None,
+            retries: 0,
+            request_timeouts: 0,
+            disconnects: 0,
+            leaders: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn leader_changes_are_counted_between_statistics_and_counters_taken_from_the_latest() {
+        let h = ClientHealth::default();
+        let now = Instant::now();
+        let mut d = digest(&[true, true], now);
+        d.leaders.insert(("t".into(), 0), 1);
+        d.leaders.insert(("t".into(), 1), 2);
+        h.record_stats(d.clone());
+        d.leaders.insert(("t".into(), 0), 2);
+        d.leaders.insert(("t".into(), 2), 1); // a partition seen for the first time
+        d.retries = 7;
+        d.disconnects = 1;
+        h.record_stats(d);
+        h.record_error("AllBrokersDown", None);
+        let e = h.events();
+        assert_eq!((e.leader_changes, e.retries, e.disconnects), (1, 7, 1));
+        assert_eq!(e.errors.get("AllBrokersDown"), Some(&1));
     }
 
     #[test]

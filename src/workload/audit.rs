@@ -167,6 +167,24 @@ impl RangeSet {
             .sum()
     }
 
+    /// How many values of `[start, end)` the set holds.
+    pub fn count_within(&self, start: u64, end: u64) -> u64 {
+        if start >= end {
+            return 0;
+        }
+        // The range that starts before `start` may reach into the interval.
+        let first = self
+            .ranges
+            .range(..start)
+            .next_back()
+            .map(|(&s, &e)| (s, e));
+        first
+            .into_iter()
+            .chain(self.ranges.range(start..end).map(|(&s, &e)| (s, e)))
+            .map(|(s, e)| e.min(end).saturating_sub(s.max(start)))
+            .sum()
+    }
+
     /// The ranges `[start, end)` in ascending order.
     pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.ranges.iter().map(|(&s, &e)| (s, e))
@@ -287,6 +305,18 @@ impl Audit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn count_within_counts_only_the_overlap() {
+        let mut s = RangeSet::default();
+        s.insert_range(0, 10);
+        s.insert_range(20, 30);
+        assert_eq!(s.count_within(5, 25), 10);
+        assert_eq!(s.count_within(10, 20), 0);
+        assert_eq!(s.count_within(0, 100), 20);
+        assert_eq!(s.count_within(29, 29), 0);
+        assert_eq!(s.count_within(9, 21), 2);
+    }
 
     #[test]
     fn range_set_compacts_contiguous_values_in_any_order() {

@@ -129,6 +129,29 @@ impl Bed {
         User { name, password }
     }
 
+    /// Creates a SCRAM user whose consumer grants are on the group prefix `prefix`.
+    pub fn user_with_group_prefix(&self, topic: &str, roles: &str, prefix: &str) -> User {
+        let name = unique("u");
+        let password = format!("pw-{}", unique("p"));
+        self.script_ok(&[
+            "user",
+            &name,
+            &password,
+            "--topic",
+            topic,
+            "--roles",
+            roles,
+            "--group-prefix",
+            prefix,
+        ]);
+        User { name, password }
+    }
+
+    /// Removes a SCRAM user and its ACLs from the brokers.
+    pub fn delete_user(&self, user: &User) {
+        self.script_ok(&["user", &user.name, "--delete"]);
+    }
+
     /// Grants `roles` on `topic` to the mTLS client certificate's principal; consumer groups are
     /// granted under the prefix `<returned name>-`.
     pub fn grant_mtls(&self, topic: &str, roles: &str) -> String {

@@ -298,11 +298,8 @@ def test_producer_stopped_mid_run_keeps_every_acked_message(bed, kw_bin, new_use
         assert len(stored_ids) == len(stored), "duplicates in the topic"
         assert len(stored) == acked, f"{len(stored)} in the topic, summary: {sent} sent, " \
             f"{acked} acknowledged, {failed} failed"
-        # Every acknowledged message is in the topic and nothing else is (checked above). The
-        # summary's `sent` can exceed acked + failed after a SIGTERM mid-burst (seen: 36096 sent,
-        # 35984 acknowledged, 0 failed): a known accounting gap in the producer's stop path, left
-        # for the fault-suite issue; it is bounded here so that it cannot grow unnoticed.
-        assert acked + failed <= sent <= acked + failed + 25_000, \
+        # Every message handed to librdkafka was acknowledged or reported failed.
+        assert sent == acked + failed, \
             f"{sent} sent, {acked} acknowledged, {failed} failed"
     else:
         assert rc == -signal.SIGKILL
@@ -344,7 +341,12 @@ def test_consumer_command_sigterm_commits(bed, kw_bin, new_topic, new_user, char
     assert sorted(i for i in ids if i in log) == sorted(ids), "a record missing from the log"
     assert log.count(RECORD) == 30
     ends = end_offsets(bed, topic)
-    assert committed(bed, topic, group, ends) == ends
+    got = committed(bed, topic, group, ends)
+    # Every partition with records is committed at its end. An empty partition has offset 0
+    # committed once librdkafka has looked its start up, and none (-1001) if the SIGTERM came
+    # first (seen in CI under load); either way there is nothing to read again.
+    assert {p: o for p, o in got.items() if ends[p] > 0} == {p: e for p, e in ends.items() if e > 0}
+    assert all(got[p] in (0, -1001) for p, e in ends.items() if e == 0), got
     if prefix is None:
         assert set(committed(bed, topic, "None1", ends).values()) == {-1001}
 

@@ -346,3 +346,60 @@ fn a_failed_assert_exits_8_and_a_bad_one_exits_3_before_connecting() {
         assert!(out.elapsed < Duration::from_secs(5), "{out}");
     }
 }
+
+/// Hostile records, each written by kcat as one whole message: binary bytes, one of our values
+/// cut short, our JSON with wrong types, a value of 1,000,000 bytes, deep nesting, NUL bytes.
+/// (kcat sends no message for an empty file; empty values are covered by tests/prop.rs.)
+/// The consumer counts them all as foreign and audits its own messages around them.
+#[test]
+fn truncated_binary_huge_and_mistyped_records_are_foreign_never_a_crash() {
+    let topic = unique("audit-hostile");
+    create_topic(&topic, 1);
+    produce(&topic, 100, None);
+    let ours = kcat_read_all(&topic)[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let mut binary: Vec<u8> = (0u8..=255).cycle().take(4096).collect();
+    binary[0] = b'{';
+    let huge = {
+        let mut v = br#"{"timestamp": 1.5, "_id": "h", "origin": "kcat", "content": ""#.to_vec();
+        v.resize(1_000_000 - 2, b'x');
+        v.extend_from_slice(b"\"}");
+        v
+    };
+    let hostile: Vec<(&str, Vec<u8>)> = vec![
+        ("binary", binary),
+        ("truncated", ours.as_bytes()[..ours.len() / 2].to_vec()),
+        (
+            "wrong-types",
+            br#"{"timestamp": "now", "_id": 7, "run_id": 12, "seq": "x", "sent_ns": -1}"#.to_vec(),
+        ),
+        ("negative-seq", br#"{"run_id": "r", "seq": -5}"#.to_vec()),
+        ("huge", huge),
+        ("nested", [vec![b'['; 5000], vec![b']'; 5000]].concat()),
+        ("nul", b"\0\0\0".to_vec()),
+    ];
+    let mut cmd = std::process::Command::new("kcat");
+    cmd.args(["-b", &bed().plaintext, "-P", "-t", &topic])
+        .args(["-X", "message.max.bytes=1100000"]);
+    for (name, bytes) in &hostile {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        cmd.arg(&path);
+    }
+    let out = run(cmd, LIMIT);
+    assert!(out.status.success(), "kcat produce failed: {out}");
+    produce(&topic, 100, None);
+    let json = dir.path().join("c.json");
+    let out = consume(&topic, 200, &json);
+    assert_eq!(out.code(), 0, "{out}");
+    let v = read_json(&json);
+    assert_follows_schema(&v);
+    let a = &v["consumer"]["audit"];
+    assert_eq!(a["foreign"].as_u64(), Some(hostile.len() as u64), "{a}");
+    // binary, truncated, nested, nul; the other three are JSON objects, just not ours.
+    assert_eq!(a["not_json"].as_u64(), Some(4), "{a}");
+    assert_eq!(v["consumer"]["records"], 200 + hostile.len() as u64, "{v}");
+    assert_eq!(a["lost"].as_u64(), Some(0), "{a}");
+    assert_eq!(a["duplicates"].as_u64(), Some(0), "{a}");
+    assert_eq!(a["runs"].as_object().map(|r| r.len()), Some(2), "{a}");
+}

@@ -206,20 +206,11 @@ fn switch_user(
     mongo: Option<&ConsumerFeed>,
 ) -> (BaseConsumer<ConsumerCtx>, bool) {
     let s = job.settings.with_identity(identity);
-    let fresh = match create(job, &s) {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %format!("{e:#}"), user = %identity.username, "cannot create a consumer for the new user; keeping the current one");
-            return (old, false);
-        }
-    };
-    if let Err(e) = fresh
-        .client()
-        .fetch_metadata(Some(&s.topic), s.connect_timeout)
-    {
-        warn!(error = %e, user = %identity.username, "the consumer cannot reach the topic as the new user; keeping the current one");
+    let Some(fresh) =
+        super::context::client_for_new_user("consumer", &s, || create(job, &s), |c| c.client())
+    else {
         return (old, false);
-    }
+    };
     if let Some(feed) = mongo {
         for (partition, offset) in feed.stored() {
             store_stored(&old, &s.topic, partition, offset);

@@ -122,6 +122,30 @@ pub fn set_sasl_password<C: ClientContext>(
     }
 }
 
+/// A client of `role` for a new user: made by `create`, and kept only if it reaches the topic's
+/// metadata within --connect-timeout. `None` (the reason logged) keeps the caller on its
+/// current client.
+pub fn client_for_new_user<T, C: ClientContext>(
+    role: &str,
+    settings: &crate::config::Settings,
+    create: impl FnOnce() -> anyhow::Result<T>,
+    client: impl Fn(&T) -> &rdkafka::client::Client<C>,
+) -> Option<T> {
+    let user = settings.sasl.as_ref().map_or("", |a| a.username.as_str());
+    let fresh = match create() {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), user, "cannot create a {role} for the new user; keeping the current one");
+            return None;
+        }
+    };
+    if let Err(e) = client(&fresh).fetch_metadata(Some(&settings.topic), settings.connect_timeout) {
+        warn!(error = %e, user, "the {role} cannot reach the topic as the new user; keeping the current one");
+        return None;
+    }
+    Some(fresh)
+}
+
 /// Applies a rotation once the watch's generation moved past `applied`: a new password for
 /// `client_user` is handed to `client`; a new user is returned, for the caller to replace its
 /// client (a connection cannot re-authenticate as another principal).
@@ -275,26 +299,9 @@ mod tests {
 
     #[test]
     fn a_lockout_needs_a_refusal_and_no_broker_up_for_the_whole_limit() {
-        use crate::sidecar::health::BrokerView;
         let t0 = std::time::Instant::now();
         let secs = std::time::Duration::from_secs;
-        let stats = |up: bool, at| StatsDigest {
-            at,
-            brokers: vec![BrokerView {
-                name: "b:1/1".into(),
-                up,
-                rtt_avg_secs: None,
-                rtt_p99_secs: None,
-            }],
-            queue_messages: 0,
-            queue_bytes: 0,
-            reply_queue: 0,
-            consumer_lag: None,
-            retries: 0,
-            request_timeouts: 0,
-            disconnects: 0,
-            leaders: Default::default(),
-        };
+        let stats = |up: bool, at| StatsDigest::for_tests(&[up], at);
         let refused = || Some(Trouble::Authentication("SASL authentication error".into()));
         let mut l = Lockout::new(secs(10));
         // Refused, but a connection is still up (made with the old credentials): keep going.

@@ -220,20 +220,11 @@ fn switch_user(
     identity: &crate::config::Identity,
 ) -> (ThreadedProducer<ProducerCtx>, bool) {
     let s = job.settings.with_identity(identity);
-    let fresh = match create(job, &s) {
-        Ok(p) => p,
-        Err(e) => {
-            warn!(error = %format!("{e:#}"), user = %identity.username, "cannot create a producer for the new user; keeping the current one");
-            return (old, false);
-        }
-    };
-    if let Err(e) = fresh
-        .client()
-        .fetch_metadata(Some(&s.topic), s.connect_timeout)
-    {
-        warn!(error = %e, user = %identity.username, "the producer cannot reach the topic as the new user; keeping the current one");
+    let Some(fresh) =
+        super::context::client_for_new_user("producer", &s, || create(job, &s), |p| p.client())
+    else {
         return (old, false);
-    }
+    };
     let started = Instant::now();
     if let Err(e) = old.flush(FLUSH_TIMEOUT) {
         warn!(error = %e, in_flight = old.in_flight_count(), "the old producer did not flush in time; its messages are reported as they end");

@@ -59,6 +59,32 @@ pub struct StatsDigest {
 }
 
 impl StatsDigest {
+    /// A digest of brokers `b0, b1, ...` up or down as `up` says, all else zero.
+    #[cfg(test)]
+    pub fn for_tests(up: &[bool], at: Instant) -> StatsDigest {
+        StatsDigest {
+            at,
+            brokers: up
+                .iter()
+                .enumerate()
+                .map(|(i, &up)| BrokerView {
+                    name: format!("b{i}"),
+                    up,
+                    rtt_avg_secs: None,
+                    rtt_p99_secs: None,
+                })
+                .collect(),
+            queue_messages: 0,
+            queue_bytes: 0,
+            reply_queue: 0,
+            consumer_lag: None,
+            retries: 0,
+            request_timeouts: 0,
+            disconnects: 0,
+            leaders: BTreeMap::new(),
+        }
+    }
+
     /// Reads what matters from librdkafka's statistics.
     pub fn from_statistics(s: &Statistics, at: Instant) -> StatsDigest {
         let mut brokers: Vec<BrokerView> = s
@@ -239,27 +265,7 @@ mod tests {
     use super::*;
 
     fn digest(up: &[bool], at: Instant) -> StatsDigest {
-        StatsDigest {
-            at,
-            brokers: up
-                .iter()
-                .enumerate()
-                .map(|(i, &up)| BrokerView {
-                    name: format!("b{i}"),
-                    up,
-                    rtt_avg_secs: None,
-                    rtt_p99_secs: None,
-                })
-                .collect(),
-            queue_messages: 0,
-            queue_bytes: 0,
-            reply_queue: 0,
-            consumer_lag: None,
-            retries: 0,
-            request_timeouts: 0,
-            disconnects: 0,
-            leaders: BTreeMap::new(),
-        }
+        StatsDigest::for_tests(up, at)
     }
 
     #[test]

@@ -58,8 +58,19 @@ pub fn load(path: &Path) -> Result<Credentials, ConfigError> {
     })
 }
 
+/// How deep `[` and `{` may nest, counted without regard to quoting. serde_yaml refuses more than
+/// 128 levels, but only after libyaml has scanned the whole text, in time quadratic in the depth
+/// (40,000 levels take 2 to 5 s, a megabyte of `[` some 25 minutes); no credentials file comes
+/// close.
+const MAX_FLOW_DEPTH: usize = 1000;
+
 /// Parses the text of a credentials file. JSON is YAML, so one parser serves both formats.
 pub fn parse(text: &str) -> Result<Credentials, String> {
+    if flow_depth(text) > MAX_FLOW_DEPTH {
+        return Err(format!(
+            "`[` and `{{` nest more than {MAX_FLOW_DEPTH} levels deep: not a credentials file"
+        ));
+    }
     let doc: serde_yaml::Value = match serde_yaml::from_str(text) {
         Ok(doc) => doc,
         // `juju run` may have its progress lines in the captured text; start at the `kafka:` map.
@@ -100,23 +111,46 @@ pub fn parse(text: &str) -> Result<Credentials, String> {
     })
 }
 
+/// The deepest nesting of `[` and `{`, quotes and comments included.
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0);
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// A parse error with its position, but without the text serde quotes from the input, which may
-/// be a secret.
+/// be a secret: quoted in backticks (an integer, a float) or, with Rust's escapes, in double
+/// quotes (a string of the wrong kind, a duplicate key).
 fn describe(err: &serde_yaml::Error) -> String {
     let text = err.to_string();
     let mut cleaned = String::with_capacity(text.len());
-    let mut in_quote = false;
-    for c in text.chars() {
-        if c == '`' {
-            in_quote = !in_quote;
-            if in_quote {
-                cleaned.push_str("`…");
-            } else {
-                cleaned.push('`');
-            }
-        } else if !in_quote {
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '`' && c != '"' {
             cleaned.push(c);
+            continue;
         }
+        let mut escaped = false;
+        for q in chars.by_ref() {
+            match q {
+                _ if escaped => escaped = false,
+                '\\' if c == '"' => escaped = true,
+                _ if q == c => break,
+                _ => {}
+            }
+        }
+        cleaned.push(c);
+        cleaned.push('…');
+        cleaned.push(c);
     }
     cleaned
 }

@@ -50,9 +50,38 @@ pub fn decode_histogram(encoded: &str) -> anyhow::Result<Histogram<u64>> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .context("histogram is not base64")?;
+    refuse_oversized_claim(&bytes)?;
     hdrhistogram::serialization::Deserializer::new()
         .deserialize(&mut std::io::Cursor::new(bytes))
         .map_err(|e| anyhow::anyhow!("histogram is not an HdrHistogram V2 serialization: {e:?}"))
+}
+
+/// hdrhistogram sizes its read buffer from the length the header claims, before reading: an
+/// 80-byte input claiming 4 GiB would have it allocate 4 GiB. A claim beyond the bytes present is
+/// refused here. (A compressed histogram's inner header is checked by hdrhistogram only after
+/// inflating, which bounds it by what the deflate stream really holds.)
+fn refuse_oversized_claim(bytes: &[u8]) -> anyhow::Result<()> {
+    const V2: u32 = 0x1c84_9313;
+    const V2_COMPRESSED: u32 = 0x1c84_9314;
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let (Some(cookie), Some(claimed)) = (word(0), word(4)) else {
+        return Ok(());
+    };
+    let header = match cookie as u32 {
+        V2 => 40,
+        V2_COMPRESSED => 8,
+        _ => return Ok(()),
+    };
+    anyhow::ensure!(
+        claimed <= bytes.len().saturating_sub(header),
+        "histogram header claims {claimed} bytes, but {} follow it",
+        bytes.len().saturating_sub(header)
+    );
+    Ok(())
 }
 
 /// What the producer's delivery reports add up to.

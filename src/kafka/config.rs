@@ -67,6 +67,12 @@ pub fn properties(
                 .to_string(),
         );
     }
+    if role != Role::Admin {
+        // librdkafka backs reconnects off up to 10 s; a broker back from a restart or a network
+        // cut then waits that long for its clients (fault suite: 3.4-8 s to recover from a 4 s
+        // cut). 1 s is the Java client's bound too.
+        set(&mut p, "reconnect.backoff.max.ms", "1000");
+    }
     match role {
         Role::Admin => {}
         Role::Producer => {

@@ -546,3 +546,57 @@ fn log_file_gets_client_py_format_lines() {
         "{line}"
     );
 }
+
+/// kill -9 in the middle of a run that logs every message: the log file ends with a whole line
+/// (each line is one write), and the --json file of an earlier run at the same path is still
+/// that whole earlier result (the new one would have replaced it by a rename, all at once).
+#[test]
+fn kill_9_leaves_whole_log_lines_and_the_previous_complete_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("1700000000_producer.log");
+    let json = dir.path().join("result.json");
+    let mut first = workload();
+    first.args(["--producer", "-n", "50", "--log-messages", "none", "--json"]);
+    first.arg(&json);
+    let out = run(first, LIMIT);
+    assert_eq!(out.code(), 0, "{out}");
+    let before = std::fs::read(&json).unwrap();
+    let mut cmd = workload();
+    cmd.args(["--producer", "--rate", "20000", "-n", "10000000"])
+        .args(["--log-messages", "all", "--no-progress", "--json"])
+        .arg(&json)
+        .arg("--log-file")
+        .arg(&log);
+    let child = spawn(cmd);
+    std::thread::sleep(Duration::from_secs(3));
+    signal(&child, libc::SIGKILL);
+    let out = finish(child, LIMIT);
+    {
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{out}");
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let published = text.matches("Message published to topic=").count();
+    assert!(
+        published > 50,
+        "only {published} lines logged before the kill"
+    );
+    assert!(text.ends_with('\n'), "the log ends in a partial line");
+    for line in text.lines() {
+        assert!(
+            line.len() > 24 && line.as_bytes()[19] == b',' && line.contains(" ["),
+            "not a whole log line: {line:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(&json).unwrap(),
+        before,
+        "the earlier result changed"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

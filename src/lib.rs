@@ -45,6 +45,87 @@ pub struct Outcome {
 /// starts anyway.
 const JOIN_WAIT: Duration = Duration::from_secs(30);
 
+/// The run's result from the shared tallies as they stand (at the end, or mid-run for a
+/// checkpoint); MongoDB's counts are the caller's to add.
+fn assemble(
+    settings: &Settings,
+    run_id: &str,
+    mock_cluster: bool,
+    producer_shared: Option<&Arc<ProducerShared>>,
+    consumer_shared: Option<&Arc<ConsumerShared>>,
+) -> RunResult {
+    let producer_result = producer_shared.map(|p| {
+        let window = *p.window.lock().expect("poisoned");
+        summary::producer_result(p.sent(), &p.snapshot(), &window, p.health.events())
+    });
+    let expected = settings.consumer.expect.or_else(|| {
+        (settings.consumer.stop_when_run_complete)
+            .then(|| producer_result.as_ref().map(|p| p.acked))
+            .flatten()
+    });
+    let consumer_result = consumer_shared.map(|c| {
+        let mut result = summary::consumer_result(
+            &c.snapshot(),
+            expected,
+            &settings.consumer.group_id,
+            c.health.events(),
+        );
+        if let Some(p) = &producer_result {
+            // This run's undelivered messages are the producer's to report, not losses.
+            result.audit.excuse_failed(run_id, &p.failed_seqs);
+        }
+        result
+    });
+    RunResult {
+        schema: summary::SCHEMA.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        run_id: run_id.to_string(),
+        topic: settings.topic.clone(),
+        mock_cluster,
+        producer: producer_result,
+        consumer: consumer_result,
+        ..Default::default()
+    }
+}
+
+/// With `--json` and a consumer: a function that writes the result as it stands to the file,
+/// which the consumer calls right before each commit. After a kill -9 the file then covers every
+/// committed offset, so the records a restarted consumer does not read again are in it.
+fn checkpoint_writer(
+    settings: &Settings,
+    run_id: &str,
+    mock_cluster: bool,
+    producer_shared: Option<&Arc<ProducerShared>>,
+    consumer_shared: Option<&Arc<ConsumerShared>>,
+) -> Option<consumer::Checkpoint> {
+    let path = settings.output.json.clone()?;
+    consumer_shared?;
+    let (settings, run_id) = (settings.clone(), run_id.to_string());
+    let (producer, consumer) = (producer_shared.cloned(), consumer_shared.cloned());
+    let warned = std::sync::atomic::AtomicBool::new(false);
+    Some(Arc::new(move || {
+        let mut r = assemble(
+            &settings,
+            &run_id,
+            mock_cluster,
+            producer.as_ref(),
+            consumer.as_ref(),
+        );
+        if let Some(c) = r.consumer.as_mut() {
+            c.stop_reason
+                .get_or_insert_with(|| "still running: a checkpoint".into());
+        }
+        let mut bytes = Vec::new();
+        let written = summary::write_json(&mut bytes, &r)
+            .and_then(|()| report::write_atomically(&path, &bytes));
+        if let Err(e) = written {
+            if !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the checkpoint of the result");
+            }
+        }
+    }))
+}
+
 /// Runs the workload until it is done or `shutdown` is cancelled.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
     settings.log_sources();
@@ -178,6 +259,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
                 producer: p.clone(),
             }),
             mongo: consumer_feed,
+            checkpoint: checkpoint_writer(
+                &settings,
+                &run_id,
+                conn.is_mock(),
+                producer_shared.as_ref(),
+                Some(shared),
+            ),
         };
         let work = work.clone();
         tokio::task::spawn_blocking(move || {
@@ -269,39 +357,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
     progress_stop.cancel();
     let _ = progress.await;
 
-    let producer_result = producer_shared.as_ref().map(|p| {
-        let window = *p.window.lock().expect("poisoned");
-        summary::producer_result(p.sent(), &p.snapshot(), &window, p.health.events())
-    });
-    let expected = settings.consumer.expect.or_else(|| {
-        (settings.consumer.stop_when_run_complete)
-            .then(|| producer_result.as_ref().map(|p| p.acked))
-            .flatten()
-    });
-    let consumer_result = consumer_shared.as_ref().map(|c| {
-        let mut result = summary::consumer_result(
-            &c.snapshot(),
-            expected,
-            &settings.consumer.group_id,
-            c.health.events(),
-        );
-        if let Some(p) = &producer_result {
-            // This run's undelivered messages are the producer's to report, not losses.
-            result.audit.excuse_failed(&run_id, &p.failed_seqs);
-        }
-        result
-    });
-    let result = RunResult {
-        schema: summary::SCHEMA.into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        run_id,
-        topic: settings.topic.clone(),
-        mock_cluster: conn.is_mock(),
-        producer: producer_result,
-        consumer: consumer_result,
-        mongo: mongo_result,
-        ..Default::default()
-    };
+    let mut result = assemble(
+        &settings,
+        &run_id,
+        conn.is_mock(),
+        producer_shared.as_ref(),
+        consumer_shared.as_ref(),
+    );
+    result.mongo = mongo_result;
     if status.is_ok() {
         if let Some(c) = &result.consumer {
             // Loss is a failure only when we know what should have arrived, and the consumer was

@@ -111,8 +111,15 @@ pub fn properties(
             set(&mut p, "group.id", &settings.consumer.group_id);
             set(&mut p, "auto.offset.reset", "earliest");
             // At-least-once: only offsets of processed records are stored, and stored offsets are
-            // committed every second and on shutdown.
-            set(&mut p, "enable.auto.commit", "true");
+            // committed every second and on shutdown. With --json the consumer loop commits
+            // them itself, each time right after writing the result file, so that after a
+            // kill -9 the file covers every committed record (src/kafka/consumer.rs).
+            let auto_commit = settings.output.json.is_none();
+            set(
+                &mut p,
+                "enable.auto.commit",
+                if auto_commit { "true" } else { "false" },
+            );
             set(&mut p, "enable.auto.offset.store", "false");
             set(&mut p, "auto.commit.interval.ms", "1000");
             set(&mut p, "session.timeout.ms", "10000");

@@ -36,6 +36,8 @@ struct ConsumerCtx {
     subscribed_at: Instant,
     /// auto.offset.reset is earliest (ours, unless -X changed it).
     reset_earliest: bool,
+    /// With `--json`: our own commits, each after a checkpoint of the result.
+    checkpoint: Option<Checkpoint>,
 }
 
 impl ClientContext for ConsumerCtx {
@@ -81,6 +83,11 @@ impl ConsumerContext for ConsumerCtx {
                 self.post_rebalance(consumer, &Rebalance::Assign(tpl));
             }
             _ => {
+                if let Some(checkpoint) = &self.checkpoint {
+                    // Our own commits (auto-commit is off): the processed records' offsets go
+                    // before the partitions do, or their next owner reads them again.
+                    checkpoint_and_commit(consumer, checkpoint, CommitMode::Sync);
+                }
                 let unassigned = if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -164,6 +171,30 @@ pub struct ConsumerJob {
     /// With `--mongo-uri`: records go to MongoDB, and an offset is stored only once the sink
     /// reports its record's document stored.
     pub mongo: Option<ConsumerFeed>,
+    /// With `--json`: writes the result as it stands; called right before every commit, which
+    /// the loop then makes itself (librdkafka's auto-commit is off).
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// Writes the run's result file as it stands (see [`ConsumerJob::checkpoint`]).
+pub type Checkpoint = Arc<dyn Fn() + Send + Sync>;
+
+/// How often processed offsets are committed (librdkafka's auto-commit interval when it
+/// commits; ours, after a checkpoint, with `--json`).
+pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Writes the checkpoint, then commits the stored offsets: a commit never covers a record the
+/// file does not. Offsets stored after the write wait for the next one.
+fn checkpoint_and_commit(
+    consumer: &BaseConsumer<ConsumerCtx>,
+    checkpoint: &Checkpoint,
+    mode: CommitMode,
+) {
+    checkpoint();
+    match consumer.commit_consumer_state(mode) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => debug!(error = %e, "offset commit failed; the next one covers it"),
+    }
 }
 
 fn fatal_consume_error(err: &KafkaError, group: &str, topic: &str) -> Option<Failure> {
@@ -184,6 +215,7 @@ fn create(job: &ConsumerJob, settings: &Settings) -> anyhow::Result<BaseConsumer
         base: WorkloadContext::with_health(job.shared.health.clone()),
         shared: job.shared.clone(),
         subscribed_at: Instant::now(),
+        checkpoint: job.checkpoint.clone(),
         reset_earliest: matches!(
             super::config::properties(settings, Role::Consumer, &job.bootstrap)?
                 .get("auto.offset.reset")
@@ -215,6 +247,9 @@ fn switch_user(
         for (partition, offset) in feed.stored() {
             store_stored(&old, &s.topic, partition, offset);
         }
+    }
+    if let Some(checkpoint) = &job.checkpoint {
+        checkpoint();
     }
     match old.commit_consumer_state(CommitMode::Sync) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
@@ -259,6 +294,7 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
     let mut last_activity = Instant::now();
     let mut rotation_seen = 0;
     let mut lockout = super::context::Lockout::new(s.connect_timeout);
+    let mut next_commit = Instant::now() + COMMIT_INTERVAL;
     let log_limit = s.output.log_messages;
     let own_run_id = job.own.as_ref().map(|o| o.run_id.clone());
     let mut result: anyhow::Result<()> = Ok(());
@@ -348,6 +384,10 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
                 if let Some(reason) = done {
                     break reason;
                 }
+                if let (Some(checkpoint), true) = (&job.checkpoint, now >= next_commit) {
+                    checkpoint_and_commit(&consumer, checkpoint, CommitMode::Async);
+                    next_commit = now + COMMIT_INTERVAL;
+                }
                 had_record = true;
                 continue;
             }
@@ -355,6 +395,13 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
         if let Some(feed) = &mongo {
             for (partition, offset) in feed.stored() {
                 store_stored(&consumer, &s.topic, partition, offset);
+            }
+        }
+        if let Some(checkpoint) = &job.checkpoint {
+            let now = Instant::now();
+            if now >= next_commit {
+                checkpoint_and_commit(&consumer, checkpoint, CommitMode::Async);
+                next_commit = now + COMMIT_INTERVAL;
             }
         }
         let done = finished(
@@ -372,6 +419,10 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
         for (partition, offset) in feed.finish() {
             store_stored(&consumer, &s.topic, partition, offset);
         }
+    }
+    if let Some(checkpoint) = &job.checkpoint {
+        // The final result replaces it at the end; a kill before then leaves this one.
+        checkpoint();
     }
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => info!(group = %group, "offsets committed"),

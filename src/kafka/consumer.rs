@@ -106,7 +106,17 @@ impl ConsumerContext for ConsumerCtx {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // An assignment, even an empty one, is the group's answer: the idle clock may run. After
+        // a revoke it waits for the next one, unless an incremental revoke left partitions.
+        let holds = match rebalance {
+            Rebalance::Assign(_) => Some(true),
+            Rebalance::Revoke(_) => Some(consumer.assignment().is_ok_and(|a| a.count() > 0)),
+            Rebalance::Error(_) => None,
+        };
+        if let Some(holds) = holds {
+            self.shared.holding.store(holds, Ordering::SeqCst);
+        }
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
@@ -314,9 +324,12 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
             }
         }
         had_record = false;
-        if !job.shared.assigned.load(Ordering::Relaxed) {
-            // The idle clock starts once the group has assigned us partitions.
+        if !job.shared.holding.load(Ordering::Relaxed) {
+            // The idle clock runs only while the group has given us partitions: not before the
+            // first assignment, nor while a lost session or a rebalance waits to rejoin.
             last_activity = Instant::now();
+        }
+        if !job.shared.assigned.load(Ordering::Relaxed) {
             if let Some(Trouble::Authentication(cause) | Trouble::Tls(cause)) =
                 consumer.context().base.trouble()
             {

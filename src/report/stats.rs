@@ -215,6 +215,8 @@ pub struct ConsumerShared {
     pub tally: Mutex<ConsumerTally>,
     /// Set once the consumer has its first assignment.
     pub assigned: AtomicBool,
+    /// Whether it holds partitions now (cleared while a rebalance has taken them away).
+    pub holding: AtomicBool,
     /// What the consumer's librdkafka client reports about its brokers (for `--metrics-addr`).
     pub health: Arc<ClientHealth>,
 }

@@ -94,6 +94,10 @@ pub enum Failure {
     /// MongoDB failure after retries.
     #[error("MongoDB: {0}")]
     Mongo(String),
+    /// Messages the brokers never acknowledged within --delivery-timeout. The run went to its
+    /// end: a consumer alongside reads on, and its audit counts these as not delivered.
+    #[error("{0}")]
+    Undelivered(String),
 }
 
 /// Picks the exit code for an error by the first typed error in its chain.
@@ -107,6 +111,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 Failure::Audit(_) => EXIT_AUDIT,
                 Failure::Assert(_) => EXIT_ASSERT,
                 Failure::Mongo(_) => EXIT_MONGO,
+                Failure::Undelivered(_) => EXIT_FAILURE,
             };
         }
         if let Some(c) = cause.downcast_ref::<ConfigError>() {

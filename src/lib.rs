@@ -308,7 +308,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
             let work = work.clone();
             Some(tokio::task::spawn_blocking(move || {
                 let r = producer::run(job);
-                if r.is_err() {
+                // A failure stops the consumer too, except undelivered messages: the run went
+                // to its end, and the consumer reads what was acknowledged before it stops.
+                let undelivered = r.as_ref().err().is_some_and(|e| {
+                    matches!(e.downcast_ref::<Failure>(), Some(Failure::Undelivered(_)))
+                });
+                if r.is_err() && !undelivered {
                     work.cancel();
                 }
                 r

@@ -15,7 +15,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
 };
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
@@ -36,8 +36,44 @@ struct ConsumerCtx {
     subscribed_at: Instant,
     /// auto.offset.reset is earliest (ours, unless -X changed it).
     reset_earliest: bool,
+    /// The topic consumed.
+    topic: String,
     /// With `--json`: our own commits, each after a checkpoint of the result.
     checkpoint: Option<Checkpoint>,
+    /// With `--json`: per partition, the offset to commit next (what processing stored) and the
+    /// one last committed; -1 for none. Commits name these offsets explicitly, so a commit
+    /// covers what was stored when the checkpoint was written, not what librdkafka holds by
+    /// the time its thread gets to the request.
+    offsets: std::sync::Mutex<Vec<(i64, i64)>>,
+}
+
+impl ConsumerCtx {
+    /// Notes that processing stored `next` (a record's offset + 1) for `partition`.
+    fn note_stored(&self, partition: i32, next: i64) {
+        if self.checkpoint.is_none() || partition < 0 {
+            return;
+        }
+        let mut offsets = self.offsets.lock().expect("poisoned");
+        let i = partition as usize;
+        if offsets.len() <= i {
+            offsets.resize(i + 1, (-1, -1));
+        }
+        offsets[i].0 = offsets[i].0.max(next);
+    }
+
+    /// The offsets to commit (all stored ones with `all`, else those stored since the last
+    /// commit), marked committed.
+    fn take_commit(&self, topic: &str, all: bool) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        let mut offsets = self.offsets.lock().expect("poisoned");
+        for (partition, (stored, committed)) in offsets.iter_mut().enumerate() {
+            if *stored >= 0 && (all || *stored > *committed) {
+                let _ = tpl.add_partition_offset(topic, partition as i32, Offset::Offset(*stored));
+                *committed = *stored;
+            }
+        }
+        tpl
+    }
 }
 
 impl ClientContext for ConsumerCtx {
@@ -85,8 +121,10 @@ impl ConsumerContext for ConsumerCtx {
             _ => {
                 if let Some(checkpoint) = &self.checkpoint {
                     // Our own commits (auto-commit is off): the processed records' offsets go
-                    // before the partitions do, or their next owner reads them again.
-                    checkpoint_and_commit(consumer, checkpoint, CommitMode::Sync);
+                    // before the partitions do, or their next owner reads them again. What is
+                    // given up is forgotten: a later commit must not move its next owner back.
+                    checkpoint_and_commit(consumer, checkpoint, &self.topic, CommitMode::Sync);
+                    self.offsets.lock().expect("poisoned").clear();
                 }
                 let unassigned = if cooperative {
                     consumer.incremental_unassign(tpl)
@@ -198,13 +236,36 @@ pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 fn checkpoint_and_commit(
     consumer: &BaseConsumer<ConsumerCtx>,
     checkpoint: &Checkpoint,
+    topic: &str,
     mode: CommitMode,
 ) {
     checkpoint();
-    match consumer.commit_consumer_state(mode) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => debug!(error = %e, "offset commit failed; the next one covers it"),
+    // A synchronous commit (revoke, the end) names every stored offset; the periodic one only
+    // what changed.
+    let tpl = consumer
+        .context()
+        .take_commit(topic, matches!(mode, CommitMode::Sync));
+    if tpl.count() == 0 {
+        return;
     }
+    if let Err(e) = consumer.commit(&tpl, mode) {
+        debug!(error = %e, "offset commit failed; the next one covers it");
+    }
+}
+
+/// Commits every processed record's offset now, synchronously: after a checkpoint, naming the
+/// offsets, with `--json`; librdkafka's stored offsets otherwise.
+fn commit_processed(consumer: &BaseConsumer<ConsumerCtx>, topic: &str) -> KafkaResult<()> {
+    let ctx = consumer.context();
+    let Some(checkpoint) = &ctx.checkpoint else {
+        return consumer.commit_consumer_state(CommitMode::Sync);
+    };
+    checkpoint();
+    let tpl = ctx.take_commit(topic, true);
+    if tpl.count() == 0 {
+        return Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset));
+    }
+    consumer.commit(&tpl, CommitMode::Sync)
 }
 
 fn fatal_consume_error(err: &KafkaError, group: &str, topic: &str) -> Option<Failure> {
@@ -226,6 +287,8 @@ fn create(job: &ConsumerJob, settings: &Settings) -> anyhow::Result<BaseConsumer
         shared: job.shared.clone(),
         subscribed_at: Instant::now(),
         checkpoint: job.checkpoint.clone(),
+        offsets: Default::default(),
+        topic: settings.topic.clone(),
         reset_earliest: matches!(
             super::config::properties(settings, Role::Consumer, &job.bootstrap)?
                 .get("auto.offset.reset")
@@ -258,10 +321,7 @@ fn switch_user(
             store_stored(&old, &s.topic, partition, offset);
         }
     }
-    if let Some(checkpoint) = &job.checkpoint {
-        checkpoint();
-    }
-    match old.commit_consumer_state(CommitMode::Sync) {
+    match commit_processed(&old, &s.topic) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
         Err(e) => {
             warn!(error = %e, "commit before moving to the new user failed; the new client replays from the last commit")
@@ -382,11 +442,12 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
                 let done = finished(&job, &t, own_run_id.as_deref());
                 drop(t);
                 match &mongo {
-                    None => {
-                        if let Err(e) = consumer.store_offset_from_message(&msg) {
-                            warn!(error = %e, "cannot store offset");
-                        }
-                    }
+                    None => match consumer.store_offset_from_message(&msg) {
+                        Ok(()) => consumer
+                            .context()
+                            .note_stored(msg.partition(), msg.offset() + 1),
+                        Err(e) => warn!(error = %e, "cannot store offset"),
+                    },
                     Some(feed) => {
                         let payload = msg.payload().unwrap_or(&[]);
                         if feed.record(payload, msg.partition(), msg.offset()).is_err() {
@@ -398,7 +459,7 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
                     break reason;
                 }
                 if let (Some(checkpoint), true) = (&job.checkpoint, now >= next_commit) {
-                    checkpoint_and_commit(&consumer, checkpoint, CommitMode::Async);
+                    checkpoint_and_commit(&consumer, checkpoint, &s.topic, CommitMode::Async);
                     next_commit = now + COMMIT_INTERVAL;
                 }
                 had_record = true;
@@ -413,7 +474,7 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
         if let Some(checkpoint) = &job.checkpoint {
             let now = Instant::now();
             if now >= next_commit {
-                checkpoint_and_commit(&consumer, checkpoint, CommitMode::Async);
+                checkpoint_and_commit(&consumer, checkpoint, &s.topic, CommitMode::Async);
                 next_commit = now + COMMIT_INTERVAL;
             }
         }
@@ -433,11 +494,9 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
             store_stored(&consumer, &s.topic, partition, offset);
         }
     }
-    if let Some(checkpoint) = &job.checkpoint {
-        // The final result replaces it at the end; a kill before then leaves this one.
-        checkpoint();
-    }
-    match consumer.commit_consumer_state(CommitMode::Sync) {
+    // With --json, a checkpoint goes first; the final result replaces it at the end, and a kill
+    // before then leaves it.
+    match commit_processed(&consumer, &s.topic) {
         Ok(()) => info!(group = %group, "offsets committed"),
         Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
         Err(e) => warn!(error = %e, "final offset commit failed"),
@@ -451,9 +510,10 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
 /// Stores the offset of a record whose MongoDB document is stored. `offset` is the record's own
 /// offset: rdkafka's `store_offset` calls `rd_kafka_offset_store`, which stores `offset + 1`.
 fn store_stored(consumer: &BaseConsumer<ConsumerCtx>, topic: &str, partition: i32, offset: i64) {
-    if let Err(e) = consumer.store_offset(topic, partition, offset) {
+    match consumer.store_offset(topic, partition, offset) {
+        Ok(()) => consumer.context().note_stored(partition, offset + 1),
         // The partition was revoked meanwhile; its next owner replays from the last commit.
-        debug!(partition, offset, error = %e, "cannot store offset");
+        Err(e) => debug!(partition, offset, error = %e, "cannot store offset"),
     }
 }
 
@@ -476,13 +536,30 @@ fn finished(
     }
     if let (true, Some(own), Some(run)) = (s.consumer.stop_when_run_complete, &job.own, own_run) {
         if own.producer.done.load(Ordering::SeqCst) {
-            let acked = own.producer.tally.lock().expect("poisoned").acked;
-            if t.audit.distinct_of(run) >= acked {
+            let p = own.producer.tally.lock().expect("poisoned");
+            let distinct = t.audit.distinct_of(run);
+            // Failed messages may have reached the log all the same (a timeout after the broker
+            // wrote them); those that arrived do not stand in for acknowledged ones.
+            if distinct >= p.acked
+                && (p.failed == 0 || distinct - seen_failed(t, run, &p.failed_seqs) >= p.acked)
+            {
                 return Some("every message of this run arrived".into());
             }
         }
     }
     None
+}
+
+/// How many of `failed` arrived in `run` all the same.
+fn seen_failed(
+    t: &crate::report::stats::ConsumerTally,
+    run: &str,
+    failed: &crate::workload::audit::RangeSet,
+) -> u64 {
+    let Some(seen) = t.audit.runs.get(run).map(|r| &r.seen) else {
+        return 0;
+    };
+    failed.ranges().map(|(s, e)| seen.count_within(s, e)).sum()
 }
 
 fn process(

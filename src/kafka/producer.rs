@@ -421,11 +421,12 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
         (t.failed, describe_ranges(&t.failed_seqs, 5))
     };
     if failed > 0 {
-        anyhow::bail!(
+        return Err(Failure::Undelivered(format!(
             "{failed} of {seq} messages were not delivered within --delivery-timeout ({} s): \
              sequence numbers {ranges}",
             s.producer.delivery_timeout.as_secs_f64()
-        );
+        ))
+        .into());
     }
     Ok(())
 }

@@ -72,6 +72,13 @@ class Timings:
     def replay_bound(cls):
         return int(2 * cls.rate * cls.commit_interval) + 1000
 
+    @classmethod
+    def session_replay_bound(cls):
+        """After a lost group session: the coordinator that stopped answering heartbeats
+        stopped answering commits too, so the last commit that took may be up to a session
+        timeout old (seen on the loaded 2-core bed: 4,972 after a leader kill)."""
+        return int(cls.rate * (cls.session_timeout + cls.commit_interval)) + 1000
+
 
 T = Timings
 

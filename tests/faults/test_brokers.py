@@ -15,7 +15,7 @@ listener) reads the whole topic: every acknowledged (run_id, seq) is there, none
 allowance: when the consumer's 10 s group session is lost (always in (c), whose outage outlasts
 it; sometimes in (a) and (b) on a loaded machine, when the fault holds up the coordinator's
 answers), librdkafka revokes its partitions and the group resumes from its last commit, so the
-records processed after that commit arrive twice (at-least-once): up to T.replay_bound()
+records processed after that commit arrive twice (at-least-once): up to T.session_replay_bound()
 consumer duplicates are accepted, only when the log shows the session was lost. What is not
 allowed is the run giving up meanwhile: if the rejoin outlasts --producer --consumer's 15 s idle
 timeout, kafka-workload stops consuming while its producer still sends and exits 7 with a loss
@@ -53,7 +53,7 @@ def check_clean(bed, w, rc, topic, figures, *, fault, probe, **more):
     Consumer duplicates must be 0, unless the consumer's log shows its group session was lost
     (librdkafka: "Consumer group session timed out ... revoking assignment and rejoining"):
     then the group resumes from the last commit and the records processed after it arrive
-    again (at-least-once), and up to T.replay_bound() duplicates are accepted."""
+    again (at-least-once), and up to T.session_replay_bound() duplicates are accepted."""
     probe.settle()
     more = {k: (v() if callable(v) else v) for k, v in more.items()}
     res = w.result()
@@ -70,7 +70,7 @@ def check_clean(bed, w, rc, topic, figures, *, fault, probe, **more):
         problems.append(f"producer: {p['sent']} sent, {p['acked']} acknowledged, "
                         f"{p['failed']} failed ({p.get('errors')})")
     session_lost = SESSION_LOST in w.log()
-    dup_limit = T.replay_bound() if session_lost else 0
+    dup_limit = T.session_replay_bound() if session_lost else 0
     if audit["verdict"] != "clean" or audit["lost"] != 0 or audit["duplicates"] > dup_limit:
         problems.append(f"consumer audit: {audit['verdict']}, {audit['lost']} lost, "
                         f"{audit['duplicates']} duplicates (allowed {dup_limit}; group "

@@ -77,6 +77,7 @@ impl PasswordWatch {
     }
 
     /// Publishes `password` for the current user if it differs; true if it did.
+    #[cfg(test)]
     pub fn update(&self, password: Secret) -> bool {
         let username = self.username();
         self.update_identity(Identity { username, password })

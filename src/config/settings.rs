@@ -323,21 +323,6 @@ impl PasswordFile {
             }
         }
     }
-
-    /// Reads the password from the file.
-    pub fn read(&self) -> Result<Secret, ConfigError> {
-        match self {
-            PasswordFile::Plain(p) => read_password_file(p),
-            PasswordFile::Credentials(p) => {
-                credentials::load(p)?
-                    .password
-                    .ok_or_else(|| ConfigError::Invalid {
-                        flag: "--credentials",
-                        reason: format!("{} has no password", p.display()),
-                    })
-            }
-        }
-    }
 }
 
 /// Reads a password file: its first line, without the line ending.

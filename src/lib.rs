@@ -28,8 +28,9 @@ use crate::error::Failure;
 use crate::kafka::cluster::Connection;
 use crate::kafka::consumer::{self, ConsumerJob, OwnRun};
 use crate::kafka::producer::{self, ProducerJob};
+use crate::report::result::{self, RunResult};
 use crate::report::stats::{ConsumerShared, ProducerShared};
-use crate::report::summary::{self, RunResult};
+use crate::report::summary;
 use crate::sink::mongo::Mongo;
 use crate::sink::MongoResult;
 
@@ -56,7 +57,7 @@ fn assemble(
 ) -> RunResult {
     let producer_result = producer_shared.map(|p| {
         let window = *p.window.lock().expect("poisoned");
-        summary::producer_result(p.sent(), &p.snapshot(), &window, p.health.events())
+        result::producer_result(p.sent(), &p.snapshot(), &window, p.health.events())
     });
     let expected = settings.consumer.expect.or_else(|| {
         (settings.consumer.stop_when_run_complete)
@@ -64,7 +65,7 @@ fn assemble(
             .flatten()
     });
     let consumer_result = consumer_shared.map(|c| {
-        let mut result = summary::consumer_result(
+        let mut result = result::consumer_result(
             &c.snapshot(),
             expected,
             &settings.consumer.group_id,
@@ -77,7 +78,7 @@ fn assemble(
         result
     });
     RunResult {
-        schema: summary::SCHEMA.into(),
+        schema: result::SCHEMA.into(),
         version: env!("CARGO_PKG_VERSION").into(),
         run_id: run_id.to_string(),
         topic: settings.topic.clone(),

@@ -668,7 +668,7 @@ mod assert {
         evaluate_all, failures, parse_all, write_checks, Condition, Count, Metric, Op, RateOf,
         Source, Stat,
     };
-    use kafka_workload::report::summary::RunResult;
+    use kafka_workload::report::result::RunResult;
 
     /// A name the grammar knows, with what it means.
     fn metric() -> impl Strategy<Value = (String, Metric)> {
@@ -945,11 +945,11 @@ mod merge {
     use super::hostile::{apply, damages, garbage, json_value, nested, replace_node};
     use super::*;
     use kafka_workload::report::merge::{merge, merge_files, read_result};
-    use kafka_workload::report::stats::{latency_histogram, record_latency, MAX_LATENCY_US};
-    use kafka_workload::report::summary::{
-        write_json, write_text, AuditResult, ConsumerResult, Latency, ProducerResult, RunResult,
-        Span, Throughput, SCHEMA,
+    use kafka_workload::report::result::{
+        AuditResult, ConsumerResult, Latency, ProducerResult, RunResult, Span, Throughput, SCHEMA,
     };
+    use kafka_workload::report::stats::{latency_histogram, record_latency, MAX_LATENCY_US};
+    use kafka_workload::report::summary::{write_json, write_text};
     use kafka_workload::workload::audit::{Audit, RangeSet};
 
     /// A few latency summaries with their histograms, made once: encoding a histogram per case
@@ -1750,7 +1750,7 @@ mod payload {
 /// Findings in code this file only reaches through its callers.
 mod findings {
     use kafka_workload::report::merge::merge;
-    use kafka_workload::report::summary::{ProducerResult, RunResult, SCHEMA};
+    use kafka_workload::report::result::{ProducerResult, RunResult, SCHEMA};
     use kafka_workload::workload::audit::{Audit, RangeSet};
 
     #[test]

@@ -25,9 +25,7 @@
 
 use std::io::Write;
 
-use serde::{Deserialize, Serialize};
-
-use super::summary::{Latency, RunResult};
+use super::result::{Check, Latency, RunResult};
 use crate::error::ConfigError;
 
 /// A comparison operator.
@@ -389,21 +387,6 @@ pub fn check_measurable(
     Ok(())
 }
 
-/// The outcome of one condition, as recorded in the result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Check {
-    /// The condition as typed.
-    pub condition: String,
-    /// The metric it read, by canonical name (`ack_p99`, `lost`, `producer_rate`...).
-    pub metric: String,
-    /// The unit of `value`: `us`, `msgs/s` or `messages`.
-    pub unit: String,
-    /// The measured value; `null` when the result does not have it (which fails the check).
-    pub value: Option<f64>,
-    /// Whether the condition held.
-    pub passed: bool,
-}
-
 /// Evaluates every condition.
 pub fn evaluate_all(conditions: &[Condition], r: &RunResult) -> Vec<Check> {
     conditions.iter().map(|c| c.evaluate(r)).collect()
@@ -437,7 +420,7 @@ pub fn failures(checks: &[Check]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::summary::{AuditResult, ConsumerResult, ProducerResult, Throughput};
+    use crate::report::result::{AuditResult, ConsumerResult, ProducerResult, Throughput};
 
     fn result() -> RunResult {
         let mut h = crate::report::stats::latency_histogram();

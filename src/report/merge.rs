@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::stats::latency_histogram;
-use super::summary::{
+use super::result::{
     AuditResult, ClientEvents, ConsumerResult, Latency, ProducerResult, RunResult, Span,
     Throughput, SCHEMA,
 };
+use super::stats::latency_histogram;
 use crate::workload::audit::Audit;
 
 /// Reads one `--json` result, checking its schema.
@@ -191,8 +191,8 @@ pub fn merge(results: &[RunResult]) -> anyhow::Result<RunResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::result::{consumer_result, producer_result};
     use crate::report::stats::{record_latency, ConsumerTally, ProducerTally, Window};
-    use crate::report::summary::{consumer_result, producer_result};
     use std::time::Instant;
 
     /// A producer result with `n` acks of latencies `base..base+n` µs over a window of `secs`

@@ -1,6 +1,7 @@
-//! Measurement output: the tallies the loops fill ([`stats`]), the run's result ([`summary`]) as
-//! text and as versioned JSON, fleet merges of results ([`merge`]), `--assert` thresholds
-//! ([`assert`]), and live progress ([`progress`]).
+//! Measurement output: the tallies the loops fill ([`stats`]), the run's result types
+//! ([`result`], the one home every reader below uses), its text and versioned JSON
+//! ([`summary`]), fleet merges of results ([`merge`]), `--assert` thresholds ([`assert`]), and
+//! live progress ([`progress`]).
 //!
 //! Nothing here talks to Kafka; printers take `&mut impl Write` and are tested on hand-built
 //! values.
@@ -8,6 +9,7 @@
 pub mod assert;
 pub mod merge;
 pub mod progress;
+pub mod result;
 pub mod stats;
 pub mod summary;
 
@@ -23,7 +25,7 @@ use crate::error::Failure;
 /// written or (after writing it) when a condition did not hold.
 pub fn conclude(
     out: &mut impl Write,
-    result: &mut summary::RunResult,
+    result: &mut result::RunResult,
     conditions: &[assert::Condition],
     json: Option<&Path>,
 ) -> anyhow::Result<()> {

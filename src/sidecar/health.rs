@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rdkafka::statistics::Statistics;
 
 use crate::kafka::context::Trouble;
-use crate::report::summary::ClientEvents;
+use crate::report::result::ClientEvents;
 
 /// How often librdkafka emits statistics when metrics are served (`statistics.interval.ms`).
 pub const STATS_INTERVAL: Duration = Duration::from_secs(1);

@@ -154,6 +154,53 @@ pub struct Cli {
     )]
     pub delivery_timeout: f64,
 
+    /// Producer: send in Kafka transactions (exactly-once writes). The result records which
+    /// sequence numbers were committed and which aborted, and a consumer alongside audits them.
+    #[arg(long, help_heading = "Transactions")]
+    pub transactional: bool,
+
+    /// The producer's `transactional.id` (implies --transactional). Default: `kafka-workload-`
+    /// and the run id, distinct for every run; give the same id to a restarted producer so it
+    /// fences the old one and the broker aborts its open transaction.
+    #[arg(long, value_name = "ID", help_heading = "Transactions")]
+    pub transactional_id: Option<String>,
+
+    /// Messages per transaction.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100,
+        help_heading = "Transactions"
+    )]
+    pub txn_size: u64,
+
+    /// Fraction of transactions aborted on purpose, spread evenly (0.1: every tenth). An
+    /// aborted transaction's messages are written to the log first, then aborted.
+    #[arg(
+        long,
+        value_name = "F",
+        default_value_t = 0.0,
+        help_heading = "Transactions"
+    )]
+    pub abort_rate: f64,
+
+    /// How long the broker lets a transaction stay open before it aborts it
+    /// (`transaction.timeout.ms`); a producer killed mid-transaction leaves it open this long,
+    /// unless a producer with the same --transactional-id starts first.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60.0,
+        help_heading = "Transactions"
+    )]
+    pub transaction_timeout: f64,
+
+    /// Consumer: read only committed transactional records (`read_committed`, the default) or
+    /// also the records of open and aborted transactions (`read_uncommitted`, which the audit
+    /// then counts).
+    #[arg(long, default_value = "read_committed", value_parser = ["read_committed", "read_uncommitted"], help_heading = "Consumer")]
+    pub isolation: String,
+
     /// Stop after this many seconds (producer: stop sending; consumer: stop consuming, except
     /// alongside --producer, where it reads on until this run's messages have all arrived).
     #[arg(long, value_name = "SECS", help_heading = "Run length")]

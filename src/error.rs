@@ -26,6 +26,8 @@ pub const EXIT_AUDIT: u8 = 7;
 pub const EXIT_ASSERT: u8 = 8;
 /// Exit code: MongoDB could not be written after retries.
 pub const EXIT_MONGO: u8 = 9;
+/// Exit code: a transactional producer was fenced: another producer took its transactional id.
+pub const EXIT_FENCED: u8 = 10;
 
 /// A setting that cannot be used; each names the flag or file it came from.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +100,9 @@ pub enum Failure {
     /// end: a consumer alongside reads on, and its audit counts these as not delivered.
     #[error("{0}")]
     Undelivered(String),
+    /// Another producer with the same transactional id started: this one may not go on.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 /// Picks the exit code for an error by the first typed error in its chain.
@@ -112,6 +117,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 Failure::Assert(_) => EXIT_ASSERT,
                 Failure::Mongo(_) => EXIT_MONGO,
                 Failure::Undelivered(_) => EXIT_FAILURE,
+                Failure::Fenced(_) => EXIT_FENCED,
             };
         }
         if let Some(c) = cause.downcast_ref::<ConfigError>() {

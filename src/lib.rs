@@ -47,21 +47,33 @@ pub struct Outcome {
 const JOIN_WAIT: Duration = Duration::from_secs(30);
 
 /// The run's result from the shared tallies as they stand (at the end, or mid-run for a
-/// checkpoint); MongoDB's counts are the caller's to add.
+/// checkpoint: `running`, when a transactional producer's last transactions are in doubt);
+/// MongoDB's counts are the caller's to add.
 fn assemble(
     settings: &Settings,
     run_id: &str,
     mock_cluster: bool,
     producer_shared: Option<&Arc<ProducerShared>>,
     consumer_shared: Option<&Arc<ConsumerShared>>,
+    running: bool,
 ) -> RunResult {
     let producer_result = producer_shared.map(|p| {
         let window = *p.window.lock().expect("poisoned");
-        result::producer_result(p.sent(), &p.snapshot(), &window, p.health.events())
+        let mut r = result::producer_result(p.sent(), &p.snapshot(), &window, p.health.events());
+        r.transactions = p
+            .transactions()
+            .map(|t| result::TxnResult::from_tally(&t, running));
+        r
     });
     let expected = settings.consumer.expect.or_else(|| {
+        // A transactional run's consumer is owed its committed messages only.
         (settings.consumer.stop_when_run_complete)
-            .then(|| producer_result.as_ref().map(|p| p.acked))
+            .then(|| {
+                producer_result.as_ref().map(|p| match &p.transactions {
+                    Some(t) => t.committed_messages,
+                    None => p.acked,
+                })
+            })
             .flatten()
     });
     let consumer_result = consumer_shared.map(|c| {
@@ -71,9 +83,18 @@ fn assemble(
             &settings.consumer.group_id,
             c.health.events(),
         );
-        if let Some(p) = &producer_result {
+        result.isolation = settings.consumer.isolation.as_str().into();
+        match &producer_result {
+            // The transactional producer's word decides what this run's consumer was owed.
+            Some(p) if p.transactions.is_some() => {
+                let t = p.transactions.as_ref().expect("checked");
+                result
+                    .audit
+                    .apply_transactions(run_id, t, &result.isolation);
+            }
             // This run's undelivered messages are the producer's to report, not losses.
-            result.audit.excuse_failed(run_id, &p.failed_seqs);
+            Some(p) => result.audit.excuse_failed(run_id, &p.failed_seqs),
+            None => {}
         }
         result
     });
@@ -89,9 +110,11 @@ fn assemble(
     }
 }
 
-/// With `--json` and a consumer: a function that writes the result as it stands to the file,
-/// which the consumer calls right before each commit. After a kill -9 the file then covers every
-/// committed offset, so the records a restarted consumer does not read again are in it.
+/// With `--json` and a consumer or a transactional producer: a function that writes the result
+/// as it stands to the file. The consumer calls it right before each commit, so after a kill -9
+/// the file covers every committed offset and the records a restarted consumer does not read
+/// again are in it; the transactional producer calls it between transactions, so the file names
+/// the transactions whose outcome it knew.
 fn checkpoint_writer(
     settings: &Settings,
     run_id: &str,
@@ -100,7 +123,9 @@ fn checkpoint_writer(
     consumer_shared: Option<&Arc<ConsumerShared>>,
 ) -> Option<consumer::Checkpoint> {
     let path = settings.output.json.clone()?;
-    consumer_shared?;
+    if consumer_shared.is_none() && settings.producer.transactions.is_none() {
+        return None;
+    }
     let (settings, run_id) = (settings.clone(), run_id.to_string());
     let (producer, consumer) = (producer_shared.cloned(), consumer_shared.cloned());
     let warned = std::sync::atomic::AtomicBool::new(false);
@@ -111,6 +136,7 @@ fn checkpoint_writer(
             mock_cluster,
             producer.as_ref(),
             consumer.as_ref(),
+            true,
         );
         if let Some(c) = r.consumer.as_mut() {
             c.stop_reason
@@ -305,6 +331,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
                 cancel: work.clone(),
                 password: password_watch.clone(),
                 mongo: producer_feed,
+                checkpoint: checkpoint_writer(
+                    &settings,
+                    &run_id,
+                    conn.is_mock(),
+                    Some(shared),
+                    consumer_shared.as_ref(),
+                ),
             };
             let work = work.clone();
             Some(tokio::task::spawn_blocking(move || {
@@ -369,13 +402,20 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
         conn.is_mock(),
         producer_shared.as_ref(),
         consumer_shared.as_ref(),
+        false,
     );
     result.mongo = mongo_result;
     if status.is_ok() {
         if let Some(c) = &result.consumer {
             // Loss is a failure only when we know what should have arrived, and the consumer was
             // not stopped before it could read it all (a signal ends the run with exit 0).
-            if c.audit.lost > 0 && shutdown.is_cancelled() {
+            if c.audit.verdict == "aborted_read" {
+                status = Err(Failure::Audit(format!(
+                    "{} records of aborted transactions were read under read_committed",
+                    c.audit.aborted_read
+                ))
+                .into());
+            } else if c.audit.lost > 0 && shutdown.is_cancelled() {
                 warn!(
                     lost = c.audit.lost,
                     "stopped by a signal before the audit completed: unread records count as missing"

@@ -13,6 +13,7 @@ pub use credentials::{load as load_credentials, parse as parse_credentials, Cred
 pub use rotation::{Identity, PasswordWatch, Probe};
 pub use secret::Secret;
 pub use settings::{
-    read_password_file, CaSource, Cluster, ConsumerSettings, LogLimit, Mode, MongoSettings,
-    OutputSettings, PasswordFile, ProducerSettings, Protocol, Sasl, Settings, Source, Tls,
+    read_password_file, CaSource, Cluster, ConsumerSettings, Isolation, LogLimit, Mode,
+    MongoSettings, OutputSettings, PasswordFile, ProducerSettings, Protocol, Sasl, Settings,
+    Source, Tls, TransactionSettings,
 };

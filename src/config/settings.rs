@@ -190,6 +190,41 @@ pub struct ProducerSettings {
     pub num_partitions: Option<i32>,
     /// `--delivery-timeout`: how long a message may go unacknowledged before it fails.
     pub delivery_timeout: Duration,
+    /// `--transactional`: send in transactions.
+    pub transactions: Option<TransactionSettings>,
+}
+
+/// How a transactional producer groups its messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransactionSettings {
+    /// `--transactional-id`; `None` derives one from the run id.
+    pub id: Option<String>,
+    /// `--txn-size`: messages per transaction (at least 1).
+    pub size: u64,
+    /// `--abort-rate`: fraction of transactions aborted on purpose, in [0, 1].
+    pub abort_rate: f64,
+    /// `--transaction-timeout`: `transaction.timeout.ms`.
+    pub timeout: Duration,
+}
+
+/// `--isolation`: which transactional records a consumer reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Only committed ones (librdkafka's default).
+    #[default]
+    ReadCommitted,
+    /// Also those of open and aborted transactions.
+    ReadUncommitted,
+}
+
+impl Isolation {
+    /// The `isolation.level` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::ReadCommitted => "read_committed",
+            Isolation::ReadUncommitted => "read_uncommitted",
+        }
+    }
 }
 
 /// Consumer settings.
@@ -207,6 +242,8 @@ pub struct ConsumerSettings {
     pub idle_timeout: Option<Duration>,
     /// With --producer: stop once every message of this run arrived.
     pub stop_when_run_complete: bool,
+    /// `--isolation`.
+    pub isolation: Isolation,
 }
 
 /// Output settings.
@@ -389,6 +426,61 @@ fn positive_secs(flag: &'static str, secs: f64) -> Result<Duration, ConfigError>
             reason: format!("{secs} is not a positive number of seconds"),
         })
     }
+}
+
+/// The transaction settings, when --transactional or --transactional-id asks for them.
+fn transactions(cli: &Cli, mode: Mode) -> Result<Option<TransactionSettings>, ConfigError> {
+    if !cli.transactional && cli.transactional_id.is_none() {
+        return Ok(None);
+    }
+    if !mode.produces() {
+        return Err(ConfigError::Usage(
+            "--transactional is a producer setting: add --producer".into(),
+        ));
+    }
+    if !matches!(cli.acks.as_str(), "all" | "-1") {
+        return Err(ConfigError::Invalid {
+            flag: "--acks",
+            reason: "a transactional producer needs --acks all (transactions require idempotence)"
+                .into(),
+        });
+    }
+    if let Some(id) = &cli.transactional_id {
+        if id.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                flag: "--transactional-id",
+                reason: "it is empty".into(),
+            });
+        }
+    }
+    if cli.txn_size == 0 {
+        return Err(ConfigError::Invalid {
+            flag: "--txn-size",
+            reason: "a transaction needs at least 1 message".into(),
+        });
+    }
+    if !(0.0..=1.0).contains(&cli.abort_rate) {
+        return Err(ConfigError::Invalid {
+            flag: "--abort-rate",
+            reason: format!("{} is not a fraction between 0 and 1", cli.abort_rate),
+        });
+    }
+    let timeout = positive_secs("--transaction-timeout", cli.transaction_timeout)?;
+    if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(900) {
+        return Err(ConfigError::Invalid {
+            flag: "--transaction-timeout",
+            reason: format!(
+                "{} s is outside 1..900 s (the broker's transaction.max.timeout.ms is 15 minutes by default)",
+                cli.transaction_timeout
+            ),
+        });
+    }
+    Ok(Some(TransactionSettings {
+        id: cli.transactional_id.clone(),
+        size: cli.txn_size,
+        abort_rate: cli.abort_rate,
+        timeout,
+    }))
 }
 
 /// `--delivery-timeout`: whole milliseconds within librdkafka's range for `message.timeout.ms`.
@@ -729,6 +821,7 @@ impl Settings {
                 replication_factor: cli.replication_factor,
                 num_partitions: cli.num_partitions,
                 delivery_timeout: delivery_timeout(cli.delivery_timeout)?,
+                transactions: transactions(cli, mode)?,
             },
             consumer: ConsumerSettings {
                 group_id,
@@ -737,6 +830,11 @@ impl Settings {
                 max_records: cli.max_records,
                 idle_timeout,
                 stop_when_run_complete: mode == Mode::Both && !cli.consume_forever,
+                isolation: if cli.isolation == "read_uncommitted" {
+                    Isolation::ReadUncommitted
+                } else {
+                    Isolation::ReadCommitted
+                },
             },
             duration: cli
                 .duration
@@ -984,5 +1082,42 @@ mod tests {
         ));
         let s = resolve(&["--producer", "-s", "h:1", "-u", "u", "--password-file", &f]).unwrap();
         assert_eq!(s.sasl.unwrap().password.expose(), "pw");
+    }
+
+    #[test]
+    fn transactions_are_a_producer_setting_with_acks_all_and_sane_values() {
+        let s = resolve(&["--producer", "--transactional", "--abort-rate", "0.1"]).unwrap();
+        let t = s.producer.transactions.unwrap();
+        assert_eq!((t.id, t.size, t.abort_rate), (None, 100, 0.1));
+        let s = resolve(&["--producer", "--transactional-id", "tx-1"]).unwrap();
+        assert_eq!(s.producer.transactions.unwrap().id.as_deref(), Some("tx-1"));
+        assert!(resolve(&["--producer"])
+            .unwrap()
+            .producer
+            .transactions
+            .is_none());
+        let err = |args: &[&str]| resolve(args).unwrap_err().to_string();
+        assert!(err(&["--consumer", "--transactional"]).contains("add --producer"));
+        assert!(err(&["--producer", "--transactional", "--acks", "1"]).contains("--acks all"));
+        assert!(
+            err(&["--producer", "--transactional", "--abort-rate", "1.5"]).contains("--abort-rate")
+        );
+        assert!(err(&["--producer", "--transactional", "--txn-size", "0"]).contains("--txn-size"));
+        assert!(err(&["--producer", "--transactional-id", " "]).contains("empty"));
+        assert!(err(&[
+            "--producer",
+            "--transactional",
+            "--transaction-timeout",
+            "0.5"
+        ])
+        .contains("--transaction-timeout"));
+    }
+
+    #[test]
+    fn isolation_defaults_to_read_committed() {
+        let s = resolve(&["--consumer"]).unwrap();
+        assert_eq!(s.consumer.isolation, Isolation::ReadCommitted);
+        let s = resolve(&["--consumer", "--isolation", "read_uncommitted"]).unwrap();
+        assert_eq!(s.consumer.isolation.as_str(), "read_uncommitted");
     }
 }

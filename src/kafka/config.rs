@@ -94,6 +94,15 @@ pub fn properties(
                 &settings.producer.delivery_timeout.as_millis().to_string(),
             );
             set(&mut p, "batch.num.messages", "10000");
+            if let Some(txn) = &settings.producer.transactions {
+                // The id is the run's (derived from its run id when not given): the caller sets
+                // `transactional.id`. librdkafka refuses a message timeout longer than the
+                // transaction timeout.
+                let txn_ms = txn.timeout.as_millis();
+                set(&mut p, "transaction.timeout.ms", &txn_ms.to_string());
+                let msg_ms = settings.producer.delivery_timeout.as_millis().min(txn_ms);
+                set(&mut p, "message.timeout.ms", &msg_ms.to_string());
+            }
             // The queue bounds the producer's memory: an unpaced producer keeps it full, so
             // peak RSS is the queue's size whatever the run's length. 25,000 messages (~10 MB
             // with librdkafka's own per-message cost) went as fast as 100,000 (~40 MB) or
@@ -110,6 +119,11 @@ pub fn properties(
         Role::Consumer => {
             set(&mut p, "group.id", &settings.consumer.group_id);
             set(&mut p, "auto.offset.reset", "earliest");
+            set(
+                &mut p,
+                "isolation.level",
+                settings.consumer.isolation.as_str(),
+            );
             // At-least-once: only offsets of processed records are stored, and stored offsets are
             // committed every second and on shutdown. With --json the consumer loop commits
             // them itself, each time right after writing the result file, so that after a
@@ -316,5 +330,22 @@ mod tests {
             (p["acks"].as_str(), p["enable.idempotence"].as_str()),
             ("1", "false")
         );
+    }
+
+    #[test]
+    fn a_transactional_producer_keeps_its_message_timeout_within_the_transaction_timeout() {
+        let s = settings(&[
+            "--producer",
+            "--transactional",
+            "--transaction-timeout",
+            "30",
+        ]);
+        let p = properties(&s, Role::Producer, "b:9092").unwrap();
+        assert_eq!(p["transaction.timeout.ms"], "30000");
+        assert_eq!(p["message.timeout.ms"], "30000");
+        assert!(!p.contains_key("transactional.id")); // set by the producer, from the run id
+        let s = settings(&["--consumer", "--isolation", "read_uncommitted"]);
+        let p = properties(&s, Role::Consumer, "b:9092").unwrap();
+        assert_eq!(p["isolation.level"], "read_uncommitted");
     }
 }

@@ -536,12 +536,21 @@ fn finished(
     }
     if let (true, Some(own), Some(run)) = (s.consumer.stop_when_run_complete, &job.own, own_run) {
         if own.producer.done.load(Ordering::SeqCst) {
+            if let Some(txn) = own.producer.transactions.lock().expect("poisoned").as_ref() {
+                // Owed: the committed messages (aborted ones are read only under
+                // read_uncommitted, and do not stand in for committed ones).
+                let read = seen_within(t, run, &txn.committed_seqs);
+                if read >= txn.committed_seqs.len() {
+                    return Some("every committed message of this run arrived".into());
+                }
+                return None;
+            }
             let p = own.producer.tally.lock().expect("poisoned");
             let distinct = t.audit.distinct_of(run);
             // Failed messages may have reached the log all the same (a timeout after the broker
             // wrote them); those that arrived do not stand in for acknowledged ones.
             if distinct >= p.acked
-                && (p.failed == 0 || distinct - seen_failed(t, run, &p.failed_seqs) >= p.acked)
+                && (p.failed == 0 || distinct - seen_within(t, run, &p.failed_seqs) >= p.acked)
             {
                 return Some("every message of this run arrived".into());
             }
@@ -550,16 +559,17 @@ fn finished(
     None
 }
 
-/// How many of `failed` arrived in `run` all the same.
-fn seen_failed(
+/// How many of the sequence numbers in `set` arrived in `run` (failed ones that arrived all
+/// the same, committed ones that arrived).
+fn seen_within(
     t: &crate::report::stats::ConsumerTally,
     run: &str,
-    failed: &crate::workload::audit::RangeSet,
+    set: &crate::workload::audit::RangeSet,
 ) -> u64 {
     let Some(seen) = t.audit.runs.get(run).map(|r| &r.seen) else {
         return 0;
     };
-    failed.ranges().map(|(s, e)| seen.count_within(s, e)).sum()
+    set.ranges().map(|(s, e)| seen.count_within(s, e)).sum()
 }
 
 fn process(

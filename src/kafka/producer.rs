@@ -68,6 +68,10 @@ struct ProducerCtx {
     /// The MongoDB writer's feed: acknowledged messages only, so the `producer` collection never
     /// holds a message Kafka did not take.
     mongo: Option<ProducerFeed>,
+    /// Whether the producer sends in transactions.
+    transactional: bool,
+    /// Its `transactional.id`, with --transactional.
+    transactional_id: Option<String>,
 }
 
 impl ClientContext for ProducerCtx {
@@ -93,6 +97,9 @@ fn is_fatal(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::UnknownTopicOrPartition
             | RDKafkaErrorCode::UnknownTopic
             | RDKafkaErrorCode::Fatal
+            | RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
     )
 }
 
@@ -133,6 +140,18 @@ impl ProducerContext for ProducerCtx {
                     );
                 }
             }
+            Err((err, _))
+                if matches!(
+                    err.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+                ) && self.transactional =>
+            {
+                // An aborted transaction's message librdkafka had not sent: not a failed
+                // delivery, the abort's doing (its sequence number is in the aborted range).
+                if let Some(t) = self.shared.transactions.lock().expect("poisoned").as_mut() {
+                    t.purged += 1;
+                }
+            }
             Err((err, msg)) => {
                 self.base.count_delivery_error(err);
                 // Our own value: its sequence number names the message in the result.
@@ -157,6 +176,13 @@ impl ProducerContext for ProducerCtx {
                     if is_fatal(code) && !self.has_fatal.swap(true, Ordering::SeqCst) {
                         let what = format!("producing to topic {}: {err}", self.topic);
                         let failure = match code {
+                            // Named precisely at the end of the run, from the client's fatal error.
+                            RDKafkaErrorCode::Fatal
+                            | RDKafkaErrorCode::Fenced
+                            | RDKafkaErrorCode::ProducerFenced
+                            | RDKafkaErrorCode::InvalidProducerEpoch => Failure::Fenced(format!(
+                                "{what}: another producer took the transactional id"
+                            )),
                             RDKafkaErrorCode::Authentication
                             | RDKafkaErrorCode::SaslAuthenticationFailed => {
                                 Failure::Authentication {
@@ -192,6 +218,19 @@ pub struct ProducerJob {
     pub password: Option<Arc<crate::config::PasswordWatch>>,
     /// Where acknowledged messages are recorded in MongoDB, with `--mongo-uri`.
     pub mongo: Option<ProducerFeed>,
+    /// With --json and --transactional: writes the result as it stands, between transactions.
+    pub checkpoint: Option<super::consumer::Checkpoint>,
+}
+
+impl ProducerJob {
+    /// The `transactional.id`, with --transactional: the one given, or one from the run id.
+    pub fn transactional_id(&self) -> Option<String> {
+        let t = self.settings.producer.transactions.as_ref()?;
+        Some(
+            t.id.clone()
+                .unwrap_or_else(|| format!("kafka-workload-{}", self.run_id)),
+        )
+    }
 }
 
 /// A producer client for `settings` (the job's, or the job's with a rotated identity).
@@ -205,10 +244,172 @@ fn create(job: &ProducerJob, settings: &Settings) -> anyhow::Result<ThreadedProd
         fatal: Mutex::new(None),
         has_fatal: AtomicBool::new(false),
         mongo: job.mongo.clone(),
+        transactional: settings.producer.transactions.is_some(),
+        transactional_id: job.transactional_id(),
     };
-    client_config(settings, Role::Producer, &job.bootstrap)?
+    let mut config = client_config(settings, Role::Producer, &job.bootstrap)?;
+    if let Some(id) = job.transactional_id() {
+        config.set("transactional.id", id);
+    }
+    config
         .create_with_context(ctx)
         .context("cannot create the producer")
+}
+
+/// The failure a transactional call ended with: fencing and authorization get their own exit
+/// codes; everything else names the call.
+fn txn_failure(call: &str, id: &str, e: &KafkaError) -> anyhow::Error {
+    let what = format!("{call} for transactional id {id}: {e}");
+    match e.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::Fenced,
+        ) => Failure::Fenced(format!(
+            "{what} (another producer started with the same --transactional-id)"
+        ))
+        .into(),
+        Some(
+            RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed,
+        ) => Failure::Authorization(what).into(),
+        _ => anyhow::anyhow!(what),
+    }
+}
+
+/// librdkafka's fatal error, if the producer has one (fencing, an idempotence failure): it says
+/// what really happened where the failed call says only "Fatal".
+fn fatal_failure(producer: &ThreadedProducer<ProducerCtx>) -> Option<anyhow::Error> {
+    let (code, reason) = producer.client().fatal_error()?;
+    let id = producer.context().transactional_id.as_deref().unwrap_or("");
+    Some(match code {
+        RDKafkaErrorCode::Fenced
+        | RDKafkaErrorCode::ProducerFenced
+        | RDKafkaErrorCode::InvalidProducerEpoch => Failure::Fenced(format!(
+            "transactional id {id}: {reason} (another producer started with the same --transactional-id)"
+        ))
+        .into(),
+        _ => anyhow::anyhow!("the producer hit a fatal error ({code:?}): {reason}"),
+    })
+}
+
+/// The transaction in progress, and how the next ones end.
+struct Transactions {
+    id: String,
+    size: u64,
+    timeout: Duration,
+    plan: crate::report::stats::AbortPlan,
+    /// The first sequence number of the open transaction.
+    open_from: Option<u64>,
+    /// When the last checkpoint was written.
+    checkpointed: Instant,
+}
+
+impl Transactions {
+    /// Registers the producer as `id` with the transaction coordinator, which fences any older
+    /// producer with the id and aborts its open transaction.
+    fn init(
+        producer: &ThreadedProducer<ProducerCtx>,
+        id: &str,
+        wait: Duration,
+    ) -> anyhow::Result<()> {
+        producer
+            .init_transactions(wait)
+            .map_err(|e| txn_failure("cannot initialize transactions", id, &e))
+    }
+
+    /// Begins a transaction at `seq` unless one is open.
+    fn begin_if_closed(
+        &mut self,
+        producer: &ThreadedProducer<ProducerCtx>,
+        shared: &ProducerShared,
+        seq: u64,
+    ) -> anyhow::Result<()> {
+        if self.open_from.is_some() {
+            return Ok(());
+        }
+        producer
+            .begin_transaction()
+            .map_err(|e| txn_failure("cannot begin a transaction", &self.id, &e))?;
+        self.open_from = Some(seq);
+        if let Some(t) = shared.transactions.lock().expect("poisoned").as_mut() {
+            t.open_from = Some(seq);
+        }
+        Ok(())
+    }
+
+    /// Ends the open transaction (its messages are `[from, next_seq)`): committed, or aborted
+    /// when the plan says so (after flushing, so its messages reach the log first) or when the
+    /// commit fails in a way that requires it. Fencing and other fatal errors end the run.
+    fn end(
+        &mut self,
+        producer: &ThreadedProducer<ProducerCtx>,
+        shared: &ProducerShared,
+        next_seq: u64,
+    ) -> anyhow::Result<()> {
+        let Some(from) = self.open_from else {
+            return Ok(());
+        };
+        let planned_abort = self.plan.next_aborts();
+        let started = Instant::now();
+        let mut failed_commit = false;
+        let committed = if planned_abort {
+            if let Err(e) = drain(producer, self.timeout) {
+                warn!(error = %e, "an aborted transaction's messages did not all reach the log before the abort");
+            }
+            self.abort(producer)?;
+            false
+        } else {
+            // rust-rdkafka's commit flushes first, polling in 100 ms steps that the producer's
+            // own polling thread leaves idle: every commit took 100 ms. Drained here, the
+            // commit finds nothing to flush.
+            if let Err(e) = drain(producer, self.timeout) {
+                warn!(error = %e, "the transaction's messages were not all acknowledged before the commit");
+            }
+            let mut attempt = 0;
+            loop {
+                match producer.commit_transaction(self.timeout) {
+                    Ok(()) => break true,
+                    Err(KafkaError::Transaction(ref e)) if e.is_retriable() && attempt < 3 => {
+                        attempt += 1;
+                        warn!(error = %e, attempt, "commit failed; retrying it");
+                    }
+                    Err(KafkaError::Transaction(ref e)) if e.txn_requires_abort() => {
+                        warn!(error = %e, from, to = next_seq, "commit failed; aborting the transaction");
+                        self.abort(producer)?;
+                        failed_commit = true;
+                        break false;
+                    }
+                    Err(e) => return Err(txn_failure("cannot commit", &self.id, &e)),
+                }
+            }
+        };
+        self.open_from = None;
+        let mut guard = shared.transactions.lock().expect("poisoned");
+        if let Some(t) = guard.as_mut() {
+            t.finish(from, next_seq, committed, started.elapsed());
+            t.failed_commits += u64::from(failed_commit);
+        }
+        Ok(())
+    }
+
+    fn abort(&self, producer: &ThreadedProducer<ProducerCtx>) -> anyhow::Result<()> {
+        producer
+            .abort_transaction(self.timeout)
+            .map_err(|e| txn_failure("cannot abort", &self.id, &e))
+    }
+
+    /// Writes the checkpoint, at most five times a second: between transactions, so the file
+    /// names every transaction whose outcome is settled below its `in_doubt_from`.
+    fn checkpoint(&mut self, job: &ProducerJob) {
+        if let Some(write) = &job.checkpoint {
+            if self.checkpointed.elapsed() >= Duration::from_millis(200) {
+                write();
+                self.checkpointed = Instant::now();
+            }
+        }
+    }
 }
 
 /// Moves to a new user: a client for it is made and must reach the topic's metadata, then the
@@ -226,7 +427,7 @@ fn switch_user(
         return (old, false);
     };
     let started = Instant::now();
-    if let Err(e) = old.flush(FLUSH_TIMEOUT) {
+    if let Err(e) = drain(&old, FLUSH_TIMEOUT) {
         warn!(error = %e, in_flight = old.in_flight_count(), "the old producer did not flush in time; its messages are reported as they end");
     }
     if let Some(fatal) = old.context().fatal.lock().expect("poisoned").take() {
@@ -238,6 +439,36 @@ fn switch_user(
     (fresh, true)
 }
 
+/// Waits until librdkafka holds nothing of ours: every message acknowledged or failed and its
+/// delivery report served (by the producer's polling thread). `flush` does the same but polls
+/// in 100 ms steps alongside that thread, so it returns up to 100 ms late; here the wait is
+/// checked every quarter millisecond.
+fn drain(producer: &ThreadedProducer<ProducerCtx>, timeout: Duration) -> Result<(), KafkaError> {
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if Instant::now() >= deadline {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+        }
+        std::thread::sleep(Duration::from_micros(250));
+    }
+    Ok(())
+}
+
+/// Sets the producer's `done` flag when dropped, on every way out of [`run`].
+struct DoneOnDrop(Arc<ProducerShared>);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        self.0
+            .window
+            .lock()
+            .expect("poisoned")
+            .end
+            .get_or_insert_with(Instant::now);
+        self.0.done.store(true, Ordering::SeqCst);
+    }
+}
+
 /// How long a flush may take at the end before unacknowledged messages are given up.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -245,7 +476,28 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Blocking: run it on a blocking thread.
 pub fn run(job: ProducerJob) -> anyhow::Result<()> {
     let s = &job.settings;
+    // However the loop ends, a consumer alongside must learn that no more will come.
+    let _done = DoneOnDrop(job.shared.clone());
     let mut producer = create(&job, s)?;
+    let mut txns = match (job.transactional_id(), &s.producer.transactions) {
+        (Some(id), Some(t)) => {
+            *job.shared.transactions.lock().expect("poisoned") = Some(
+                crate::report::stats::TxnTally::new(&id, t.size, t.abort_rate),
+            );
+            Transactions::init(&producer, &id, s.connect_timeout.max(t.timeout))
+                .inspect_err(|_| job.shared.done.store(true, Ordering::SeqCst))?;
+            info!(transactional_id = %id, size = t.size, abort_rate = t.abort_rate, "transactions initialized");
+            Some(Transactions {
+                id,
+                size: t.size,
+                timeout: t.timeout,
+                plan: crate::report::stats::AbortPlan::new(t.abort_rate),
+                open_from: None,
+                checkpointed: Instant::now(),
+            })
+        }
+        _ => None,
+    };
     let mut client_user = s
         .sasl
         .as_ref()
@@ -306,10 +558,19 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
                 &mut rotation_seen,
                 &client_user,
             ) {
+                // A transaction belongs to its client: it ends before the client is replaced,
+                // and the new client registers the id again (fencing the old one).
+                if let Some(t) = txns.as_mut() {
+                    t.end(&producer, &job.shared, seq)?;
+                }
                 let moved;
                 (producer, moved) = switch_user(&job, producer, &identity);
                 if moved {
                     client_user = identity.username;
+                }
+                if let Some(t) = &txns {
+                    let wait = s.connect_timeout.max(t.timeout);
+                    Transactions::init(&producer, &t.id, wait)?;
                 }
             }
             if let Some(cause) = lockout.check(&producer.context().base) {
@@ -348,6 +609,9 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
             }
             None => None,
         };
+        if let Some(t) = txns.as_mut() {
+            t.begin_if_closed(&producer, &job.shared, seq)?;
+        }
         let sent_at = job.anchor.elapsed();
         let sent_us = sent_at.as_micros() as u64;
         // Unpaced, a message is due when it is sent.
@@ -381,6 +645,9 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
                 }
                 Err((e, _)) => {
                     job.shared.done.store(true, Ordering::SeqCst);
+                    if let Some(fatal) = fatal_failure(&producer) {
+                        return Err(fatal);
+                    }
                     let what = format!("cannot send to topic {}: {e}", s.topic);
                     return Err(match e.rdkafka_error_code() {
                         Some(
@@ -399,15 +666,28 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
         }
         seq += 1;
         job.shared.sent.store(seq, Ordering::Relaxed);
+        if let Some(t) = txns.as_mut() {
+            if t.open_from.is_some_and(|from| seq - from >= t.size) {
+                t.end(&producer, &job.shared, seq)?;
+                t.checkpoint(&job);
+            }
+        }
+    }
+    if let Some(t) = txns.as_mut() {
+        // The last transaction, however short, ends as planned: a stop request or the end of
+        // --duration commits what it sent (or aborts it, if it was to be aborted).
+        if !producer.context().has_fatal.load(Ordering::Relaxed) {
+            t.end(&producer, &job.shared, seq)?;
+        }
     }
 
     // Delivery reports wait on the MongoDB writer, which may retry for up to --mongo-timeout.
     let flush_timeout = FLUSH_TIMEOUT + s.mongo.as_ref().map_or(Duration::ZERO, |m| m.timeout);
-    let flushed = producer.flush(flush_timeout);
+    let flushed = drain(&producer, flush_timeout);
     job.shared.window.lock().expect("poisoned").end = Some(Instant::now());
     job.shared.done.store(true, Ordering::SeqCst);
     if let Some(fatal) = producer.context().fatal.lock().expect("poisoned").clone() {
-        return Err(fatal.into());
+        return Err(fatal_failure(&producer).unwrap_or_else(|| fatal.into()));
     }
     if let Err(e) = flushed {
         let in_flight = producer.in_flight_count();

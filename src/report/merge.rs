@@ -15,7 +15,7 @@ use anyhow::Context as _;
 
 use super::result::{
     AuditResult, ClientEvents, ConsumerResult, Latency, ProducerResult, RunResult, Span,
-    Throughput, SCHEMA,
+    Throughput, TxnResult, SCHEMA,
 };
 use super::stats::latency_histogram;
 use crate::workload::audit::Audit;
@@ -98,7 +98,49 @@ fn merge_producers(parts: &[&ProducerResult]) -> anyhow::Result<ProducerResult> 
             all.add(&p.client);
             all
         }),
+        transactions: merge_transactions(parts.iter().filter_map(|p| p.transactions.as_ref()))?,
     })
+}
+
+/// Sums the transactional producers' transactions; their sequence numbers stay with their own
+/// runs (the merged audit takes them from each input), so a merge of several lists none.
+fn merge_transactions<'a>(
+    parts: impl Iterator<Item = &'a TxnResult>,
+) -> anyhow::Result<Option<TxnResult>> {
+    let parts: Vec<&TxnResult> = parts.collect();
+    let first = match parts.as_slice() {
+        [] => return Ok(None),
+        [one] => return Ok(Some((*one).clone())),
+        [first, ..] => first,
+    };
+    let sum = |f: fn(&TxnResult) -> u64| parts.iter().map(|t| f(t)).sum::<u64>();
+    Ok(Some(TxnResult {
+        transactional_id: join_distinct(parts.iter().map(|t| t.transactional_id.as_str())),
+        size: first.size,
+        abort_rate: first.abort_rate,
+        committed: sum(|t| t.committed),
+        aborted: sum(|t| t.aborted),
+        failed_commits: sum(|t| t.failed_commits),
+        committed_messages: sum(|t| t.committed_messages),
+        aborted_messages: sum(|t| t.aborted_messages),
+        committed_seqs: Default::default(),
+        aborted_seqs: Default::default(),
+        purged: sum(|t| t.purged),
+        in_doubt_from: None,
+        commit_latency: merge_latency(parts.iter().map(|t| &t.commit_latency))?,
+        abort_latency: merge_latency(parts.iter().map(|t| &t.abort_latency))?,
+    }))
+}
+
+/// The isolation a merged audit judges by: the consumers' one when they agree, else
+/// read_committed (the stricter judgement: an aborted record read then fails the verdict).
+fn merged_isolation(parts: &[&ConsumerResult]) -> String {
+    match parts.split_first() {
+        Some((first, rest)) if rest.iter().all(|c| c.isolation == first.isolation) => {
+            first.isolation.clone()
+        }
+        _ => "read_committed".into(),
+    }
 }
 
 /// Joins the distinct non-empty values in order of first appearance.
@@ -133,6 +175,7 @@ fn merge_consumers(parts: &[&ConsumerResult]) -> anyhow::Result<ConsumerResult> 
     let reasons: Vec<String> = parts.iter().filter_map(|c| c.stop_reason.clone()).collect();
     Ok(ConsumerResult {
         group_id: join_distinct(parts.iter().map(|c| c.group_id.as_str())),
+        isolation: merged_isolation(parts),
         records,
         bytes,
         window,
@@ -175,10 +218,22 @@ pub fn merge(results: &[RunResult]) -> anyhow::Result<RunResult> {
             None
         } else {
             let mut merged = merge_consumers(&consumers)?;
-            // Each producer's undelivered messages are gaps it accounted for, not losses.
+            // Each producer's undelivered messages are gaps it accounted for, not losses; a
+            // transactional producer's word on its committed and aborted ones decides for its
+            // run (its failed messages are in aborted transactions).
             for r in results {
-                if let Some(p) = r.producer.as_ref().filter(|p| !p.failed_seqs.is_empty()) {
-                    merged.audit.excuse_failed(&r.run_id, &p.failed_seqs);
+                let Some(p) = r.producer.as_ref() else {
+                    continue;
+                };
+                match &p.transactions {
+                    Some(t) => {
+                        let isolation = merged.isolation.clone();
+                        merged.audit.apply_transactions(&r.run_id, t, &isolation);
+                    }
+                    None if !p.failed_seqs.is_empty() => {
+                        merged.audit.excuse_failed(&r.run_id, &p.failed_seqs);
+                    }
+                    None => {}
                 }
             }
             Some(merged)

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::stats::{decode_histogram, encode_histogram, ConsumerTally, ProducerTally, Window};
+use super::stats::{
+    decode_histogram, encode_histogram, ConsumerTally, ProducerTally, TxnTally, Window,
+};
 use crate::workload::audit::{Audit, RangeSet, RunAudit};
 
 /// Schema identifier written into every JSON result.
@@ -182,6 +184,91 @@ pub struct ProducerResult {
     /// What the producer's client went through (errors, retries, disconnects, leader changes).
     #[serde(default)]
     pub client: ClientEvents,
+    /// With --transactional: its transactions, which sequence numbers they committed and which
+    /// they aborted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transactions: Option<TxnResult>,
+}
+
+/// A transactional producer's transactions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TxnResult {
+    /// The `transactional.id` (a merge lists them, comma-separated).
+    pub transactional_id: String,
+    /// Messages per transaction (--txn-size).
+    pub size: u64,
+    /// Fraction aborted on purpose (--abort-rate).
+    pub abort_rate: f64,
+    /// Transactions committed.
+    pub committed: u64,
+    /// Transactions aborted.
+    pub aborted: u64,
+    /// Of `aborted`, those --abort-rate did not ask for: their commit failed.
+    pub failed_commits: u64,
+    /// Messages of the committed transactions.
+    pub committed_messages: u64,
+    /// Messages of the aborted transactions.
+    pub aborted_messages: u64,
+    /// Sequence numbers the committed transactions hold, as `[start, end)` ranges (empty in a
+    /// merge of several producers: sequence numbers belong to their run).
+    pub committed_seqs: RangeSet,
+    /// Sequence numbers the aborted transactions held.
+    pub aborted_seqs: RangeSet,
+    /// Messages librdkafka purged from its queue when their transaction was aborted.
+    pub purged: u64,
+    /// Set when the producer was still running (a checkpoint) or could not end its last
+    /// transaction: from this sequence number on, the outcome is the broker's to tell (a
+    /// read_committed consumer reads what was committed; the rest was aborted).
+    pub in_doubt_from: Option<u64>,
+    /// `commit_transaction` call to return (flushing its last messages included).
+    pub commit_latency: Latency,
+    /// `abort_transaction` call to return.
+    pub abort_latency: Latency,
+}
+
+impl TxnResult {
+    /// From the producer's tally; `running` marks a checkpoint (the transactions from the
+    /// first unsettled sequence number on are in doubt).
+    pub fn from_tally(t: &TxnTally, running: bool) -> TxnResult {
+        TxnResult {
+            transactional_id: t.id.clone(),
+            size: t.size,
+            abort_rate: t.abort_rate,
+            committed: t.committed,
+            aborted: t.aborted,
+            failed_commits: t.failed_commits,
+            committed_messages: t.committed_seqs.len(),
+            aborted_messages: t.aborted_seqs.len(),
+            committed_seqs: t.committed_seqs.clone(),
+            aborted_seqs: t.aborted_seqs.clone(),
+            purged: t.purged,
+            in_doubt_from: (running || t.open_from.is_some()).then_some(t.settled_below),
+            commit_latency: Latency::from_histogram(&t.commit_latency),
+            abort_latency: Latency::from_histogram(&t.abort_latency),
+        }
+    }
+}
+
+/// What one transactional producer run's outcomes mean for the consumers that read it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TxnAudit {
+    /// The consumers' `isolation.level`.
+    pub isolation: String,
+    /// The committed sequence numbers (the producer's word).
+    pub committed: RangeSet,
+    /// The aborted sequence numbers (the producer's word).
+    pub aborted: RangeSet,
+    /// Committed messages that were not read: lost.
+    pub committed_missing: u64,
+    /// Records of aborted transactions that were read (a failure under read_committed).
+    pub aborted_read: u64,
+    /// From this sequence number on the producer did not record the outcome (it was killed):
+    /// what a read_committed consumer read there was committed, the rest aborted by the broker.
+    pub in_doubt_from: Option<u64>,
+    /// Records read at or above `in_doubt_from`.
+    pub in_doubt_read: u64,
+    /// The highest sequence number read at or above `in_doubt_from`.
+    pub in_doubt_last_read: Option<u64>,
 }
 
 /// What one Kafka client went through during the run: librdkafka's error events by kind (and,
@@ -225,6 +312,10 @@ impl ClientEvents {
 pub struct ConsumerResult {
     /// The consumer group.
     pub group_id: String,
+    /// `isolation.level`: `read_committed` or `read_uncommitted` (empty in results written
+    /// before transactions were audited: librdkafka's default, read_committed).
+    #[serde(default)]
+    pub isolation: String,
     /// Records read, of any kind.
     pub records: u64,
     /// Value bytes read.
@@ -277,27 +368,39 @@ pub struct AuditResult {
     /// not counted as lost.
     #[serde(default)]
     pub not_delivered: u64,
+    /// Gaps that aborted (or in-doubt, not committed) transactions account for: not lost.
+    #[serde(default)]
+    pub not_committed: u64,
+    /// Records of aborted transactions that were read. Under read_committed the verdict is then
+    /// `aborted_read`; under read_uncommitted they are only counted.
+    #[serde(default)]
+    pub aborted_read: u64,
+    /// Per transactional producer run id: its committed and aborted ranges and what of them
+    /// was read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub transactions: BTreeMap<String, TxnAudit>,
 }
 
 impl AuditResult {
     /// The verdict for an audit, against an expected count when there is one.
     pub fn from_audit(audit: &Audit, not_json: u64, expected: Option<u64>) -> AuditResult {
-        let distinct = audit.distinct();
-        let gaps = audit.gaps();
-        let shortfall = expected.map_or(0, |e| e.saturating_sub(distinct));
-        let lost = gaps.max(shortfall);
-        AuditResult {
-            verdict: if lost == 0 { "clean" } else { "loss" }.into(),
-            distinct,
+        let mut r = AuditResult {
+            verdict: String::new(),
+            distinct: audit.distinct(),
             expected,
-            lost,
+            lost: 0,
             duplicates: audit.duplicates(),
             out_of_order: audit.out_of_order(),
             foreign: audit.foreign,
             not_json,
             runs: audit.runs.clone(),
             not_delivered: 0,
-        }
+            not_committed: 0,
+            aborted_read: 0,
+            transactions: BTreeMap::new(),
+        };
+        r.judge();
+        r
     }
 
     /// Takes the producer's word for the messages of `run_id` whose delivery failed: the gaps
@@ -316,11 +419,80 @@ impl AuditResult {
             })
             .sum();
         self.not_delivered += excused;
-        let audit = self.audit();
-        let gaps = audit.gaps().saturating_sub(self.not_delivered);
-        let shortfall = self.expected.map_or(0, |e| e.saturating_sub(self.distinct));
+        self.judge();
+    }
+
+    /// Takes a transactional producer's word for run `run_id`: its committed messages must all
+    /// have been read, its aborted ones must not have been under read_committed, and the gaps
+    /// aborted transactions leave are not losses. Replaces any earlier word on the run; the
+    /// verdict is recomputed.
+    pub fn apply_transactions(&mut self, run_id: &str, txn: &TxnResult, isolation: &str) {
+        let empty = RangeSet::default();
+        let seen = self.runs.get(run_id).map_or(&empty, |r| &r.seen);
+        let read_of =
+            |set: &RangeSet| -> u64 { set.ranges().map(|(s, e)| seen.count_within(s, e)).sum() };
+        let in_doubt_read = txn
+            .in_doubt_from
+            .map_or(0, |d| seen.count_within(d, u64::MAX));
+        let audit = TxnAudit {
+            isolation: isolation.to_string(),
+            committed: txn.committed_seqs.clone(),
+            aborted: txn.aborted_seqs.clone(),
+            committed_missing: txn.committed_seqs.len() - read_of(&txn.committed_seqs),
+            aborted_read: read_of(&txn.aborted_seqs),
+            in_doubt_from: txn.in_doubt_from,
+            in_doubt_read,
+            in_doubt_last_read: seen
+                .max()
+                .filter(|&m| txn.in_doubt_from.is_some_and(|d| m >= d)),
+        };
+        self.transactions.insert(run_id.to_string(), audit);
+        self.judge();
+    }
+
+    /// Recomputes `lost`, `not_committed`, `aborted_read` and the verdict from the ranges and
+    /// the producers' words. For a transactional run only its committed messages count: the
+    /// gaps below its highest sequence number read that are not committed messages are
+    /// excused, and committed messages above it are lost too.
+    fn judge(&mut self) {
+        let mut gaps = self.audit().gaps();
+        let (mut not_committed, mut tail, mut aborted_read) = (0, 0, 0);
+        let mut read_committed = false;
+        for (run, t) in &self.transactions {
+            aborted_read += t.aborted_read;
+            read_committed |= t.isolation != "read_uncommitted";
+            let seen = self.runs.get(run).map(|r| &r.seen);
+            let top = seen.and_then(|s| s.max()).map_or(0, |m| m + 1);
+            let run_gaps = seen.map_or(0, |s| s.missing_below(top));
+            // Committed messages below `top` that were not read: the run's real gaps.
+            let missing_below: u64 = t
+                .committed
+                .ranges()
+                .filter(|&(s, _)| s < top)
+                .map(|(s, e)| {
+                    let e = e.min(top);
+                    (e - s) - seen.map_or(0, |seen| seen.count_within(s, e))
+                })
+                .sum();
+            not_committed += run_gaps.saturating_sub(missing_below);
+            tail += t.committed_missing.saturating_sub(missing_below);
+        }
+        gaps = gaps.saturating_sub(not_committed) + tail;
+        self.not_committed = not_committed;
+        self.aborted_read = aborted_read;
+        let gaps = gaps.saturating_sub(self.not_delivered);
+        // Aborted records that were read do not stand in for expected (committed) ones.
+        let counted = self.distinct.saturating_sub(aborted_read);
+        let shortfall = self.expected.map_or(0, |e| e.saturating_sub(counted));
         self.lost = gaps.max(shortfall);
-        self.verdict = if self.lost == 0 { "clean" } else { "loss" }.into();
+        self.verdict = if aborted_read > 0 && read_committed {
+            "aborted_read"
+        } else if self.lost > 0 {
+            "loss"
+        } else {
+            "clean"
+        }
+        .into();
     }
 
     /// The audit these figures were computed from.
@@ -384,6 +556,7 @@ pub fn producer_result(
         errors: t.errors.clone(),
         failed_seqs: t.failed_seqs.clone(),
         client,
+        transactions: None,
     }
 }
 
@@ -397,6 +570,7 @@ pub fn consumer_result(
     let span = Span::from_window(&t.window);
     ConsumerResult {
         group_id: group_id.to_string(),
+        isolation: String::new(),
         records: t.records,
         bytes: t.bytes,
         window: span,
@@ -428,4 +602,110 @@ pub struct Check {
     pub value: Option<f64>,
     /// Whether the condition held.
     pub passed: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranges(pairs: &[(u64, u64)]) -> RangeSet {
+        let mut set = RangeSet::default();
+        for &(s, e) in pairs {
+            set.insert_range(s, e);
+        }
+        set
+    }
+
+    /// Transactions of 10: [0,10) [20,30) committed, [10,20) aborted.
+    fn txn() -> TxnResult {
+        TxnResult {
+            transactional_id: "tx".into(),
+            size: 10,
+            committed: 2,
+            aborted: 1,
+            committed_messages: 20,
+            aborted_messages: 10,
+            committed_seqs: ranges(&[(0, 10), (20, 30)]),
+            aborted_seqs: ranges(&[(10, 20)]),
+            ..Default::default()
+        }
+    }
+
+    fn audit_of(seqs: impl Iterator<Item = u64>, expected: Option<u64>) -> AuditResult {
+        let mut a = Audit::default();
+        for s in seqs {
+            a.record("r", 0, s);
+        }
+        AuditResult::from_audit(&a, 0, expected)
+    }
+
+    #[test]
+    fn committed_all_read_and_aborted_none_is_clean_with_the_aborted_gap_excused() {
+        let mut r = audit_of((0..10).chain(20..30), Some(20));
+        assert_eq!(r.verdict, "loss"); // before the producer's word: a gap of 10
+        r.apply_transactions("r", &txn(), "read_committed");
+        assert_eq!(
+            (r.verdict.as_str(), r.lost, r.not_committed),
+            ("clean", 0, 10)
+        );
+        assert_eq!(r.transactions["r"].committed_missing, 0);
+        assert_eq!(r.transactions["r"].aborted_read, 0);
+    }
+
+    #[test]
+    fn an_aborted_record_read_under_read_committed_fails_the_verdict() {
+        let mut r = audit_of((0..10).chain(20..30).chain([15]), Some(20));
+        r.apply_transactions("r", &txn(), "read_committed");
+        assert_eq!(
+            (r.verdict.as_str(), r.aborted_read, r.lost),
+            ("aborted_read", 1, 0)
+        );
+    }
+
+    #[test]
+    fn read_uncommitted_counts_aborted_records_without_failing() {
+        let mut r = audit_of(0..30, Some(20));
+        r.apply_transactions("r", &txn(), "read_uncommitted");
+        assert_eq!(
+            (r.verdict.as_str(), r.aborted_read, r.lost),
+            ("clean", 10, 0)
+        );
+    }
+
+    #[test]
+    fn a_missing_committed_record_is_lost_below_and_above_the_highest_read() {
+        // 5 is missing (a gap), and 25..30 (past the highest read) too.
+        let mut r = audit_of((0..5).chain(6..10).chain(20..25), None);
+        r.apply_transactions("r", &txn(), "read_committed");
+        assert_eq!((r.verdict.as_str(), r.lost), ("loss", 6));
+        assert_eq!(r.transactions["r"].committed_missing, 6);
+        assert_eq!(r.not_committed, 10);
+    }
+
+    #[test]
+    fn records_past_an_in_doubt_point_were_committed_by_the_broker_and_the_rest_excused() {
+        let mut t = txn();
+        t.in_doubt_from = Some(30);
+        // The producer died after 30; the broker committed 30..40 and aborted what came after.
+        let mut r = audit_of((0..10).chain(20..40), None);
+        r.apply_transactions("r", &t, "read_committed");
+        let a = &r.transactions["r"];
+        assert_eq!((a.in_doubt_read, a.in_doubt_last_read), (10, Some(39)));
+        assert_eq!((r.verdict.as_str(), r.lost), ("clean", 0));
+    }
+
+    #[test]
+    fn a_transactional_result_survives_json() {
+        let mut r = audit_of((0..10).chain(20..30), Some(20));
+        r.apply_transactions("r", &txn(), "read_committed");
+        let back: AuditResult = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        let p = ProducerResult {
+            transactions: Some(txn()),
+            ..Default::default()
+        };
+        let back: ProducerResult =
+            serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+    }
 }

@@ -130,6 +130,108 @@ pub struct ProducerShared {
     pub window: Mutex<Window>,
     /// What the producer's librdkafka client reports about its brokers (for `--metrics-addr`).
     pub health: Arc<ClientHealth>,
+    /// With --transactional: the transactions so far (written by the send loop, and by the
+    /// delivery thread for purged messages).
+    pub transactions: Mutex<Option<TxnTally>>,
+}
+
+/// What a transactional producer's transactions add up to.
+#[derive(Debug, Clone)]
+pub struct TxnTally {
+    /// The `transactional.id`.
+    pub id: String,
+    /// Messages per transaction (--txn-size).
+    pub size: u64,
+    /// --abort-rate.
+    pub abort_rate: f64,
+    /// Transactions committed.
+    pub committed: u64,
+    /// Transactions aborted (on purpose, or because a commit failed).
+    pub aborted: u64,
+    /// Of `aborted`, those not planned by --abort-rate: a commit that failed and was aborted.
+    pub failed_commits: u64,
+    /// Sequence numbers of the committed transactions' messages.
+    pub committed_seqs: crate::workload::audit::RangeSet,
+    /// Sequence numbers of the aborted transactions' messages.
+    pub aborted_seqs: crate::workload::audit::RangeSet,
+    /// The first sequence number of the transaction in progress, if one is open.
+    pub open_from: Option<u64>,
+    /// Everything below this sequence number belongs to a finished transaction.
+    pub settled_below: u64,
+    /// Messages librdkafka purged from its queue when a transaction was aborted.
+    pub purged: u64,
+    /// `commit_transaction` call → return, µs (flushing the transaction's last messages included).
+    pub commit_latency: Histogram<u64>,
+    /// `abort_transaction` call → return, µs.
+    pub abort_latency: Histogram<u64>,
+}
+
+impl TxnTally {
+    /// An empty tally for the producer with transactional id `id`.
+    pub fn new(id: &str, size: u64, abort_rate: f64) -> Self {
+        TxnTally {
+            id: id.to_string(),
+            size,
+            abort_rate,
+            committed: 0,
+            aborted: 0,
+            failed_commits: 0,
+            committed_seqs: Default::default(),
+            aborted_seqs: Default::default(),
+            open_from: None,
+            settled_below: 0,
+            purged: 0,
+            commit_latency: latency_histogram(),
+            abort_latency: latency_histogram(),
+        }
+    }
+
+    /// Records the end of the transaction of sequence numbers `[from, to)`, committed or not,
+    /// after `took`.
+    pub fn finish(&mut self, from: u64, to: u64, committed: bool, took: Duration) {
+        let us = took.as_micros() as u64;
+        if committed {
+            self.committed += 1;
+            self.committed_seqs.insert_range(from, to);
+            record_latency(&mut self.commit_latency, us);
+        } else {
+            self.aborted += 1;
+            self.aborted_seqs.insert_range(from, to);
+            record_latency(&mut self.abort_latency, us);
+        }
+        self.open_from = None;
+        self.settled_below = self.settled_below.max(to);
+    }
+}
+
+/// Decides which transactions are aborted on purpose: a fraction `rate` of them, spread evenly
+/// (with 0.1, the 10th, 20th, 30th ...), so a run is reproducible and its audit predictable.
+#[derive(Debug, Clone)]
+pub struct AbortPlan {
+    rate: f64,
+    owed: f64,
+}
+
+impl AbortPlan {
+    /// A plan aborting the fraction `rate` (0..=1) of transactions.
+    pub fn new(rate: f64) -> Self {
+        AbortPlan {
+            rate: rate.clamp(0.0, 1.0),
+            owed: 0.0,
+        }
+    }
+
+    /// Whether the next transaction is to be aborted.
+    pub fn next_aborts(&mut self) -> bool {
+        self.owed += self.rate;
+        // The tolerance absorbs the rounding of repeated additions (0.1 ten times is 0.9999...).
+        if self.owed >= 1.0 - 1e-9 {
+            self.owed -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// When a loop started and stopped doing its work.
@@ -160,6 +262,10 @@ impl ProducerShared {
     /// Messages sent so far.
     pub fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
+    }
+    /// A snapshot of the transactions, with --transactional.
+    pub fn transactions(&self) -> Option<TxnTally> {
+        self.transactions.lock().expect("poisoned").clone()
     }
 }
 
@@ -231,6 +337,34 @@ impl ConsumerShared {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_abort_plan_spreads_its_fraction_evenly() {
+        let picks = |rate: f64, n: usize| -> Vec<usize> {
+            let mut plan = AbortPlan::new(rate);
+            (0..n).filter(|_| plan.next_aborts()).collect()
+        };
+        assert_eq!(picks(0.1, 30), vec![9, 19, 29]);
+        assert_eq!(picks(0.25, 8), vec![3, 7]);
+        assert_eq!(picks(0.0, 100), Vec::<usize>::new());
+        assert_eq!(picks(1.0, 3), vec![0, 1, 2]);
+        assert_eq!(picks(0.3, 1000).len(), 300);
+    }
+
+    #[test]
+    fn a_finished_transaction_lands_in_its_set_and_settles_what_is_below_it() {
+        let mut t = TxnTally::new("tx", 10, 0.5);
+        t.open_from = Some(0);
+        t.finish(0, 10, true, Duration::from_millis(3));
+        t.open_from = Some(10);
+        t.finish(10, 20, false, Duration::from_millis(1));
+        assert_eq!((t.committed, t.aborted, t.settled_below), (1, 1, 20));
+        assert_eq!(t.committed_seqs.ranges().collect::<Vec<_>>(), vec![(0, 10)]);
+        assert_eq!(t.aborted_seqs.ranges().collect::<Vec<_>>(), vec![(10, 20)]);
+        assert_eq!(t.open_from, None);
+        assert_eq!(t.commit_latency.len(), 1);
+        assert!(t.commit_latency.max() >= 2_990);
+    }
 
     #[test]
     fn histograms_survive_encoding_and_merge_exactly() {

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use super::result::{ClientEvents, Latency, RunResult};
+use super::result::{ClientEvents, Latency, RunResult, TxnAudit, TxnResult};
 use crate::workload::audit::RangeSet;
 
 /// Writes the result as pretty JSON with a final newline.
@@ -73,6 +73,65 @@ fn write_client(w: &mut impl Write, c: &ClientEvents) -> std::io::Result<()> {
     writeln!(w, "{line}")
 }
 
+/// The producer's transactions: counts, ranges and commit / abort latency.
+fn write_transactions(w: &mut impl Write, t: &TxnResult) -> std::io::Result<()> {
+    writeln!(
+        w,
+        "  transactions ({}): {} committed ({} messages), {} aborted ({} messages, {} of them failed commits), {} per transaction, abort rate {}",
+        t.transactional_id, t.committed, t.committed_messages, t.aborted, t.aborted_messages, t.failed_commits, t.size, t.abort_rate
+    )?;
+    if !t.committed_seqs.is_empty() {
+        writeln!(
+            w,
+            "    committed: {}",
+            describe_ranges(&t.committed_seqs, 5)
+        )?;
+    }
+    if !t.aborted_seqs.is_empty() {
+        writeln!(w, "    aborted:   {}", describe_ranges(&t.aborted_seqs, 5))?;
+    }
+    if let Some(d) = t.in_doubt_from {
+        writeln!(
+            w,
+            "    in doubt from sequence number {d}: the producer did not record how its last transactions ended"
+        )?;
+    }
+    write_latency(w, "commit latency", &t.commit_latency)?;
+    if t.abort_latency.count > 0 {
+        write_latency(w, "abort latency", &t.abort_latency)?;
+    }
+    Ok(())
+}
+
+/// What the audit made of one transactional run.
+fn write_txn_audit(w: &mut impl Write, run: &str, t: &TxnAudit) -> std::io::Result<()> {
+    let committed = t.committed.len();
+    writeln!(
+        w,
+        "  transactions of run {run} ({}): {} of {committed} committed messages read ({}), {} records of {} aborted read ({})",
+        t.isolation,
+        committed - t.committed_missing,
+        if committed == 0 { "none".to_string() } else { describe_ranges(&t.committed, 5) },
+        t.aborted_read,
+        t.aborted.len(),
+        if t.aborted.is_empty() { "none".to_string() } else { describe_ranges(&t.aborted, 5) },
+    )?;
+    if let Some(d) = t.in_doubt_from {
+        let fate = match t.in_doubt_last_read {
+            Some(last) => format!(
+                "{} read up to {last} (committed before the producer stopped); anything after it was aborted by the broker",
+                t.in_doubt_read
+            ),
+            None => "none read: the open transaction was aborted by the broker".to_string(),
+        };
+        writeln!(
+            w,
+            "    in doubt from {d} (the producer stopped without saying): {fate}"
+        )?;
+    }
+    Ok(())
+}
+
 /// Prints the human summary.
 pub fn write_text(w: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
     writeln!(
@@ -107,6 +166,9 @@ pub fn write_text(w: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
                 "  not delivered: sequence numbers {}",
                 describe_ranges(&p.failed_seqs, 10)
             )?;
+        }
+        if let Some(t) = &p.transactions {
+            write_transactions(w, t)?;
         }
         write_client(w, &p.client)?;
     }
@@ -155,6 +217,16 @@ pub fn write_text(w: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
                 w,
                 "  {} gaps are messages the producer reported as not delivered (not lost)",
                 a.not_delivered
+            )?;
+        }
+        for (run, t) in &a.transactions {
+            write_txn_audit(w, run, t)?;
+        }
+        if a.not_committed > 0 {
+            writeln!(
+                w,
+                "  {} gaps are messages of transactions that did not commit (not lost)",
+                a.not_committed
             )?;
         }
         if let Some(reason) = &c.stop_reason {

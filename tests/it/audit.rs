@@ -52,7 +52,7 @@ fn read_json(path: &Path) -> Value {
 }
 
 /// Fails the test with every violation if `value` does not follow docs/results.schema.json.
-fn assert_follows_schema(value: &Value) {
+pub(crate) fn assert_follows_schema(value: &Value) {
     let schema: Value =
         serde_json::from_str(include_str!("../../docs/results.schema.json")).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");

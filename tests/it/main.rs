@@ -6,3 +6,4 @@ mod drop_in;
 mod fixture;
 mod mongo;
 mod rotation;
+mod transactions;

@@ -283,6 +283,19 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub json: Option<PathBuf>,
 
+    /// Write a self-contained HTML report of the run here at the end (see `report`).
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub html: Option<PathBuf>,
+
+    /// Seconds per interval of the result's time series (0.01 to 3600).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 1.0,
+        help_heading = "Output"
+    )]
+    pub series_interval: f64,
+
     /// Threshold that must hold at the end, e.g. `p99<20ms`, `lost==0`, `rate>=50000`; repeatable.
     #[arg(long = "assert", value_name = "COND", action = ArgAction::Append, help_heading = "Output")]
     pub asserts: Vec<String>,
@@ -320,5 +333,16 @@ pub enum Command {
         /// Threshold that must hold for the merged result, e.g. `p99<20ms`; repeatable.
         #[arg(long = "assert", value_name = "COND", action = ArgAction::Append)]
         asserts: Vec<String>,
+    },
+    /// Write one self-contained HTML file (no network, no script) of one run or a fleet: its
+    /// settings, summary, audit verdict and plots of throughput and latency over time and of
+    /// the latency distribution; several results get a line each and one for the merged fleet.
+    Report {
+        /// Result files written with --json.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The HTML file to write.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: PathBuf,
     },
 }

@@ -96,6 +96,14 @@ fn assemble(
             Some(p) => result.audit.excuse_failed(run_id, &p.failed_seqs),
             None => {}
         }
+        // Beside its producer, the consumer stops once this run is complete: other runs on the
+        // topic were read only part way, and are the fleet merge's to judge.
+        if producer_result.is_some()
+            && settings.consumer.stop_when_run_complete
+            && settings.consumer.expect.is_none()
+        {
+            result.audit.judge_only(run_id);
+        }
         result
     });
     RunResult {
@@ -106,6 +114,7 @@ fn assemble(
         mock_cluster,
         producer: producer_result,
         consumer: consumer_result,
+        settings: settings.describe(),
         ..Default::default()
     }
 }
@@ -220,6 +229,17 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Outcome {
     let anchor_epoch_secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
+    // The time series count from the same anchor as the loops' clocks.
+    let series = report::stats::SeriesTally::new(
+        settings.output.series_interval,
+        (anchor_epoch_secs * 1e6) as u64,
+    );
+    if let Some(p) = &producer_shared {
+        p.tally.lock().expect("poisoned").series = series.clone();
+    }
+    if let Some(c) = &consumer_shared {
+        c.tally.lock().expect("poisoned").series = series;
+    }
     let work = shutdown.child_token();
 
     // A writer that gives up cancels `work`, which stops both loops.

@@ -32,6 +32,9 @@ fn main() -> ExitCode {
     {
         return exit(merge(files, json.as_deref(), asserts));
     }
+    if let Some(cli::Command::Report { files, output }) = &cli.command {
+        return exit(report::html::report_files(files, output));
+    }
     let settings = match Settings::resolve(&cli, &matches) {
         Ok(s) => s,
         Err(e) => return exit(Err(e.into())),
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Err(e) => return exit(Err(e.into())),
     };
     let json_path = settings.output.json.clone();
+    let html_path = settings.output.html.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -72,6 +76,19 @@ fn main() -> ExitCode {
         // A failed run keeps its own exit code; thresholds decide only when it succeeded.
         if let (Err(e), true) = (concluded, status.is_ok()) {
             status = Err(e);
+        }
+        if let Some(path) = &html_path {
+            let input = report::html::Input {
+                label: format!("run {}", result.run_id),
+                result,
+            };
+            if let Err(e) = report::html::write(path, &[input], None) {
+                if status.is_ok() {
+                    status = Err(e);
+                } else {
+                    tracing::error!("{e:#}");
+                }
+            }
         }
     }
     exit(status)

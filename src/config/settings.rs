@@ -257,6 +257,10 @@ pub struct OutputSettings {
     pub report_interval: Duration,
     /// `--json`.
     pub json: Option<PathBuf>,
+    /// `--html`.
+    pub html: Option<PathBuf>,
+    /// `--series-interval`.
+    pub series_interval: Duration,
     /// `--assert` conditions, unparsed.
     pub asserts: Vec<String>,
     /// Whether a live progress bar may be drawn.
@@ -315,6 +319,82 @@ pub struct Settings {
     pub mongo: Option<MongoSettings>,
     /// Which source each setting came from, for the start-up log.
     pub sources: Vec<(&'static str, Source)>,
+}
+
+impl Settings {
+    /// The settings a report shows, by name, as typed (no secret: the user name, never the
+    /// password, the TLS file paths, never their contents).
+    pub fn describe(&self) -> std::collections::BTreeMap<String, String> {
+        let mut m = std::collections::BTreeMap::new();
+        let mut put = |k: &str, v: String| {
+            m.insert(k.to_string(), v);
+        };
+        put(
+            "mode",
+            match self.mode {
+                Mode::Produce => "producer",
+                Mode::Consume => "consumer",
+                Mode::Both => "producer + consumer",
+            }
+            .into(),
+        );
+        put(
+            "bootstrap",
+            match &self.cluster {
+                Cluster::Mock => "librdkafka mock cluster".into(),
+                Cluster::Brokers(b) => b.clone(),
+            },
+        );
+        put("topic", self.topic.clone());
+        put("security.protocol", self.protocol.as_str().into());
+        if let Some(sasl) = &self.sasl {
+            put("sasl.mechanism", sasl.mechanism.clone());
+            put("username", sasl.username.clone());
+        }
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        if self.mode.produces() {
+            let p = &self.producer;
+            put("num_messages", opt(p.num_messages.map(|n| n.to_string())));
+            put("rate", opt(p.rate.map(|r| format!("{r} msgs/s"))));
+            put(
+                "message_size",
+                opt(p.message_size.map(|n| format!("{n} B"))),
+            );
+            put("acks", p.acks.clone());
+            put(
+                "num_partitions",
+                opt(p.num_partitions.map(|n| n.to_string())),
+            );
+            put(
+                "replication_factor",
+                opt(p.replication_factor.map(|n| n.to_string())),
+            );
+            if let Some(t) = &p.transactions {
+                put("txn_size", t.size.to_string());
+                put("abort_rate", t.abort_rate.to_string());
+            }
+        }
+        if self.mode.consumes() {
+            put("group_id", self.consumer.group_id.clone());
+            put("isolation", self.consumer.isolation.as_str().into());
+        }
+        if let Some(d) = self.duration {
+            put("duration", format!("{} s", d.as_secs_f64()));
+        }
+        put(
+            "series_interval",
+            format!("{} s", self.output.series_interval.as_secs_f64()),
+        );
+        for (k, v) in &self.overrides {
+            if !["password", "secret", "key", "jaas", "token"]
+                .iter()
+                .any(|w| k.contains(w))
+            {
+                put(&format!("-X {k}"), v.clone());
+            }
+        }
+        m
+    }
 }
 
 /// A file a password is read from, and re-read when it changes.
@@ -424,6 +504,18 @@ fn positive_secs(flag: &'static str, secs: f64) -> Result<Duration, ConfigError>
         Err(ConfigError::Invalid {
             flag,
             reason: format!("{secs} is not a positive number of seconds"),
+        })
+    }
+}
+
+/// `--series-interval`: from 10 ms (finer costs a histogram per interval for little) to an hour.
+fn series_interval(secs: f64) -> Result<Duration, ConfigError> {
+    if secs.is_finite() && (0.01..=3600.0).contains(&secs) {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(ConfigError::Invalid {
+            flag: "--series-interval",
+            reason: format!("{secs} is not between 0.01 and 3600 seconds"),
         })
     }
 }
@@ -848,6 +940,8 @@ impl Settings {
                 log_messages,
                 report_interval: positive_secs("--report-interval", cli.report_interval)?,
                 json: cli.json.clone(),
+                html: cli.html.clone(),
+                series_interval: series_interval(cli.series_interval)?,
                 asserts: cli.asserts.clone(),
                 progress: !cli.no_progress,
                 metrics_addr: cli.metrics_addr,

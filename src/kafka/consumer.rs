@@ -431,6 +431,15 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
                     result = Err(f.into());
                     break "not authorized".into();
                 }
+                let at_us = Instant::now()
+                    .saturating_duration_since(job.anchor)
+                    .as_micros();
+                job.shared
+                    .tally
+                    .lock()
+                    .expect("poisoned")
+                    .series
+                    .error(at_us as u64);
                 warn!(error = %e, "consumer error");
             }
             Some(Ok(msg)) => {
@@ -596,22 +605,24 @@ fn process(
     }
     t.records += 1;
     t.bytes += payload.len() as u64;
-    match decode(payload) {
+    let now_us = now.saturating_duration_since(job.anchor).as_micros() as u64;
+    let latency = match decode(payload) {
         Decoded::Ours(f) => {
             let run = f.run_id.expect("ours has a run id");
             t.audit
                 .record(run, msg.partition(), f.seq.expect("ours has a seq"));
             match (own_run == Some(run), f.sent_ns) {
                 (true, Some(sent_ns)) => {
-                    let now_ns = now.duration_since(job.anchor).as_nanos() as u64;
-                    record_latency(&mut t.e2e_monotonic, now_ns.saturating_sub(sent_ns) / 1000);
+                    let us = (now_us * 1000).saturating_sub(sent_ns) / 1000;
+                    record_latency(&mut t.e2e_monotonic, us);
+                    Some(us)
                 }
                 _ => record_wall_latency(t, f.timestamp, job, now),
             }
         }
         Decoded::ForeignJson(f) => {
             t.audit.record_foreign();
-            record_wall_latency(t, f.timestamp, job, now);
+            record_wall_latency(t, f.timestamp, job, now)
         }
         Decoded::NotJson => {
             t.audit.record_foreign();
@@ -623,8 +634,10 @@ fn process(
                     "record is not a JSON object; counted as foreign"
                 );
             }
+            None
         }
-    }
+    };
+    t.series.consumed(now_us, payload.len() as u64, latency);
 }
 
 /// Wall-clock latency against another process's timestamp. The wall clock is derived from the
@@ -634,12 +647,12 @@ fn record_wall_latency(
     producer_ts: Option<f64>,
     job: &ConsumerJob,
     now: Instant,
-) {
-    if let Some(ts) = producer_ts {
-        let now = job.anchor_epoch_secs + now.saturating_duration_since(job.anchor).as_secs_f64();
-        let us = ((now - ts) * 1e6).max(0.0) as u64;
-        record_latency(&mut t.e2e_wall, us);
-    }
+) -> Option<u64> {
+    let ts = producer_ts?;
+    let now = job.anchor_epoch_secs + now.saturating_duration_since(job.anchor).as_secs_f64();
+    let us = ((now - ts) * 1e6).max(0.0) as u64;
+    record_latency(&mut t.e2e_wall, us);
+    Some(us)
 }
 
 /// client.py logged kafka-python's ConsumerRecord repr for each record; keep that shape.

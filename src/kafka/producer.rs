@@ -119,6 +119,8 @@ impl ProducerContext for ProducerCtx {
                     t.bytes += len;
                     record_latency(&mut t.ack_latency, corrected);
                     record_latency(&mut t.ack_latency_uncorrected, uncorrected);
+                    t.series.sent(now_us.saturating_sub(uncorrected));
+                    t.series.acked(now_us, len, corrected);
                     t.acked
                 };
                 if let Some(feed) = &self.mongo {
@@ -151,6 +153,9 @@ impl ProducerContext for ProducerCtx {
                 if let Some(t) = self.shared.transactions.lock().expect("poisoned").as_mut() {
                     t.purged += 1;
                 }
+                let (_, uncorrected) = stamp.latencies(now_us);
+                let mut t = self.shared.tally.lock().expect("poisoned");
+                t.series.sent(now_us.saturating_sub(uncorrected));
             }
             Err((err, msg)) => {
                 self.base.count_delivery_error(err);
@@ -159,9 +164,12 @@ impl ProducerContext for ProducerCtx {
                     Some(crate::workload::message::Decoded::Ours(f)) => f.seq,
                     _ => None,
                 };
+                let (_, uncorrected) = stamp.latencies(now_us);
                 let first = {
                     let mut t = self.shared.tally.lock().expect("poisoned");
                     t.failed += 1;
+                    t.series.sent(now_us.saturating_sub(uncorrected));
+                    t.series.error(now_us);
                     if let Some(seq) = seq {
                         t.failed_seqs.insert(seq);
                     }

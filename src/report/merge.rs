@@ -14,26 +14,31 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::result::{
-    AuditResult, ClientEvents, ConsumerResult, Latency, ProducerResult, RunResult, Span,
-    Throughput, TxnResult, SCHEMA,
+    AuditResult, ClientEvents, ConsumerResult, Latency, Point, ProducerResult, RunResult, Series,
+    Span, Throughput, TxnResult, READABLE_SCHEMAS, SCHEMA,
 };
-use super::stats::latency_histogram;
+use super::stats::{interval_histogram, latency_histogram};
 use crate::workload::audit::Audit;
 
-/// Reads one `--json` result, checking its schema.
+/// Reads one `--json` result, checking its schema: v2, or v1 (read as a v2 result without
+/// time series or settings).
 pub fn read_result(path: &Path) -> anyhow::Result<RunResult> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not JSON", path.display()))?;
-    let schema = value.get("schema").and_then(|s| s.as_str()).unwrap_or("");
-    if schema != SCHEMA {
+    let schema = value
+        .get("schema")
+        .and_then(|s| s.as_str())
+        .unwrap_or("")
+        .to_string();
+    if !READABLE_SCHEMAS.contains(&schema.as_str()) {
         anyhow::bail!(
-            "{} has schema `{schema}`, not `{SCHEMA}`: not a kafka-workload result this version can merge",
+            "{} has schema `{schema}`, not `{SCHEMA}` or v1: not a kafka-workload result this version can read",
             path.display()
         );
     }
     serde_json::from_value(value)
-        .with_context(|| format!("{} does not follow {SCHEMA}", path.display()))
+        .with_context(|| format!("{} does not follow {schema}", path.display()))
 }
 
 /// Reads and merges result files.
@@ -57,6 +62,64 @@ fn merge_latency<'a>(parts: impl Iterator<Item = &'a Latency>) -> anyhow::Result
             .map_err(|e| anyhow::anyhow!("cannot add latency histograms: {e:?}"))?;
     }
     Ok(Latency::from_histogram(&total))
+}
+
+/// Adds up time series interval by interval (counts summed, histograms added), when they all
+/// have one interval; `None` when no input has a series or their intervals differ (their
+/// intervals would not line up).
+pub fn merge_series<'a>(
+    parts: impl Iterator<Item = Option<&'a Series>>,
+) -> anyhow::Result<Option<Series>> {
+    let parts: Vec<&Series> = parts.flatten().collect();
+    let Some(interval_us) = parts.first().map(|s| s.interval_us) else {
+        return Ok(None);
+    };
+    if parts.iter().any(|s| s.interval_us != interval_us) {
+        return Ok(None);
+    }
+    let mut by_start: std::collections::BTreeMap<u64, Vec<&Point>> = Default::default();
+    for s in &parts {
+        for p in &s.points {
+            by_start.entry(p.start_unix_us).or_default().push(p);
+        }
+    }
+    let (Some(&first), Some(&last)) = (by_start.keys().next(), by_start.keys().last()) else {
+        return Ok(None);
+    };
+    let merge_lat = |ls: Vec<&Latency>| -> anyhow::Result<Option<Latency>> {
+        if ls.is_empty() {
+            return Ok(None);
+        }
+        let mut total = interval_histogram();
+        total.auto(true);
+        for l in ls {
+            total
+                .add(l.histogram().context("reading an interval's histogram")?)
+                .map_err(|e| anyhow::anyhow!("cannot add interval histograms: {e:?}"))?;
+        }
+        Ok(Some(Latency::from_histogram(&total)))
+    };
+    let mut points = Vec::new();
+    let mut start = first;
+    while start <= last {
+        let here = by_start.get(&start).map(Vec::as_slice).unwrap_or(&[]);
+        let sum = |f: fn(&Point) -> u64| here.iter().map(|p| f(p)).sum::<u64>();
+        points.push(Point {
+            start_unix_us: start,
+            sent: sum(|p| p.sent),
+            acked: sum(|p| p.acked),
+            consumed: sum(|p| p.consumed),
+            bytes: sum(|p| p.bytes),
+            errors: sum(|p| p.errors),
+            ack: merge_lat(here.iter().filter_map(|p| p.ack.as_ref()).collect())?,
+            e2e: merge_lat(here.iter().filter_map(|p| p.e2e.as_ref()).collect())?,
+        });
+        start += interval_us;
+    }
+    Ok(Some(Series {
+        interval_us,
+        points,
+    }))
 }
 
 /// The outer span of the windows, and the busy time throughput is computed over.
@@ -99,6 +162,7 @@ fn merge_producers(parts: &[&ProducerResult]) -> anyhow::Result<ProducerResult> 
             all
         }),
         transactions: merge_transactions(parts.iter().filter_map(|p| p.transactions.as_ref()))?,
+        series: merge_series(parts.iter().map(|p| p.series.as_ref()))?,
     })
 }
 
@@ -162,9 +226,18 @@ fn merge_consumers(parts: &[&ConsumerResult]) -> anyhow::Result<ConsumerResult> 
     let records: u64 = parts.iter().map(|c| c.records).sum();
     let bytes: u64 = parts.iter().map(|c| c.bytes).sum();
     let (window, busy) = windows(parts.iter().map(|c| &c.window));
-    let mut audit = Audit::default();
+    // Consumers of one group share its records: what two of them both read arrived twice.
+    // Different groups each read everything: overlap between them is expected.
+    let mut groups: Vec<(&str, Audit)> = Vec::new();
     for c in parts {
-        audit.merge(&c.audit.audit());
+        match groups.iter_mut().find(|(g, _)| *g == c.group_id) {
+            Some((_, audit)) => audit.merge(&c.audit.audit()),
+            None => groups.push((&c.group_id, c.audit.audit())),
+        }
+    }
+    let mut audit = Audit::default();
+    for (_, group) in &groups {
+        audit.merge_group(group);
     }
     // Each consumer's expectation was about what it alone would read; together they add up.
     let expected = parts
@@ -191,6 +264,7 @@ fn merge_consumers(parts: &[&ConsumerResult]) -> anyhow::Result<ConsumerResult> 
             all.add(&c.client);
             all
         }),
+        series: merge_series(parts.iter().map(|c| c.series.as_ref()))?,
     })
 }
 
@@ -240,6 +314,7 @@ pub fn merge(results: &[RunResult]) -> anyhow::Result<RunResult> {
         },
         checks: Vec::new(),
         mongo: crate::sink::MongoResult::merged(results.iter().filter_map(|r| r.mongo.as_ref())),
+        settings: Default::default(),
     })
 }
 
@@ -380,6 +455,80 @@ mod tests {
             (950, 100, 50)
         );
         assert_eq!(c.audit.verdict, "loss");
+    }
+
+    #[test]
+    fn consumers_of_different_groups_each_read_everything_without_duplicating() {
+        let a = consumer("r", 0..1000, None);
+        let mut b = consumer("r", 0..1000, None);
+        b.group_id = "g2".into();
+        // A third consumer shares g2 with b: what it reads again is a duplicate.
+        let mut d = consumer("r", 900..1000, None);
+        d.group_id = "g2".into();
+        let m = merge(&[
+            run("a", None, Some(a)),
+            run("b", None, Some(b)),
+            run("d", None, Some(d)),
+        ])
+        .unwrap();
+        let c = m.consumer.unwrap();
+        assert_eq!(
+            (c.audit.distinct, c.audit.duplicates, c.audit.lost),
+            (1000, 100, 0)
+        );
+        // Each consumer read one foreign record: g2's two add up, g1's one is the same again.
+        assert_eq!((c.audit.verdict.as_str(), c.audit.foreign), ("clean", 2));
+        assert_eq!(c.group_id, "g1,g2");
+    }
+
+    #[test]
+    fn series_of_several_instances_add_up_interval_by_interval() {
+        use crate::report::stats::SeriesTally;
+        let series = |acks: &[(u64, u64)]| {
+            // (at_us, latency_us) pairs on an anchor at Unix second 1000.
+            let mut t = SeriesTally::new(Duration::from_secs(1), 1_000_000_000);
+            for &(at, lat) in acks {
+                t.sent(at.saturating_sub(lat));
+                t.acked(at, 10, lat);
+            }
+            Series::from_tally(&t, true).unwrap()
+        };
+        let a = series(&[(100_000, 1_000), (1_200_000, 5_000), (3_500_000, 2_000)]);
+        let b = series(&[(1_900_000, 9_000), (2_100_000, 100)]);
+        // a: seconds 1000, 1001, (1002 empty), 1003; b: 1001, 1002.
+        assert_eq!(a.points.len(), 4);
+        assert_eq!(a.points[2].acked, 0);
+        assert_eq!(a.points[0].start_unix_us, 1_000_000_000);
+        let m = merge_series([Some(&a), Some(&b), None].into_iter())
+            .unwrap()
+            .unwrap();
+        let acked: Vec<u64> = m.points.iter().map(|p| p.acked).collect();
+        assert_eq!(acked, vec![1, 2, 1, 1]);
+        assert_eq!(m.points.iter().map(|p| p.bytes).sum::<u64>(), 50);
+        let second = m.points[1].ack.as_ref().unwrap();
+        assert_eq!(second.count, 2);
+        // 5 ms and 9 ms in one interval: the max is 9 ms (within 1%).
+        assert!((8_900..=9_100).contains(&second.max_us), "{second:?}");
+        assert!(m.points[2].ack.as_ref().unwrap().max_us <= 101);
+        // Other intervals do not line up: no merged series.
+        let mut c = b.clone();
+        c.interval_us = 500_000;
+        assert!(merge_series([Some(&a), Some(&c)].into_iter())
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_v1_result_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.json");
+        let mut v =
+            serde_json::to_value(run("old", None, Some(consumer("r", 0..10, None)))).unwrap();
+        v["schema"] = "kafka-workload/result/v1".into();
+        v["consumer"].as_object_mut().unwrap().remove("series");
+        std::fs::write(&path, v.to_string()).unwrap();
+        let r = read_result(&path).unwrap();
+        assert_eq!(r.consumer.unwrap().series, None);
     }
 
     #[test]

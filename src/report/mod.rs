@@ -1,12 +1,13 @@
 //! Measurement output: the tallies the loops fill ([`stats`]), the run's result types
 //! ([`result`], the one home every reader below uses), its text and versioned JSON
 //! ([`summary`]), fleet merges of results ([`merge`]), `--assert` thresholds ([`assert`]), and
-//! live progress ([`progress`]).
+//! live progress ([`progress`]), and the HTML report of runs and fleets ([`html`]).
 //!
 //! Nothing here talks to Kafka; printers take `&mut impl Write` and are tested on hand-built
 //! values.
 
 pub mod assert;
+pub mod html;
 pub mod merge;
 pub mod progress;
 pub mod result;

@@ -16,12 +16,17 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::stats::{
-    decode_histogram, encode_histogram, ConsumerTally, ProducerTally, TxnTally, Window,
+    decode_histogram, encode_histogram, ClosedLatency, ConsumerTally, Percentiles, ProducerTally,
+    SeriesTally, TxnTally, Window,
 };
 use crate::workload::audit::{Audit, RangeSet, RunAudit};
 
 /// Schema identifier written into every JSON result.
-pub const SCHEMA: &str = "kafka-workload/result/v1";
+pub const SCHEMA: &str = "kafka-workload/result/v2";
+
+/// The schemas `merge` and `report` read: this one, and v1 (no time series), which v2 only
+/// extends.
+pub const READABLE_SCHEMAS: [&str; 2] = [SCHEMA, "kafka-workload/result/v1"];
 
 /// Percentiles of one latency histogram, in microseconds, with the histogram itself.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -51,15 +56,19 @@ impl Latency {
         if h.is_empty() {
             return Latency::default();
         }
+        Latency::from_parts(Percentiles::of(h), encode_histogram(h))
+    }
+
+    fn from_parts(p: Percentiles, histogram: String) -> Latency {
         Latency {
-            count: h.len(),
-            mean_us: (h.mean() * 10.0).round() / 10.0,
-            p50_us: h.value_at_quantile(0.50),
-            p90_us: h.value_at_quantile(0.90),
-            p99_us: h.value_at_quantile(0.99),
-            p999_us: h.value_at_quantile(0.999),
-            max_us: h.max(),
-            histogram: encode_histogram(h),
+            count: p.count,
+            mean_us: p.mean,
+            p50_us: p.p50,
+            p90_us: p.p90,
+            p99_us: p.p99,
+            p999_us: p.p999,
+            max_us: p.max,
+            histogram,
         }
     }
 
@@ -157,6 +166,84 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// A time series: what happened in each interval of the run (`--series-interval`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    /// The interval, µs. Intervals are aligned on the Unix epoch, so the series of several
+    /// instances with the same interval line up.
+    pub interval_us: u64,
+    /// The intervals, oldest first, without holes (an interval that saw nothing has zeros).
+    pub points: Vec<Point>,
+}
+
+/// One interval of a [`Series`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    /// When the interval starts, µs since the epoch (a multiple of the interval).
+    pub start_unix_us: u64,
+    /// Messages sent in it (producer; counted at their send time).
+    #[serde(default)]
+    pub sent: u64,
+    /// Messages acknowledged in it (producer).
+    #[serde(default)]
+    pub acked: u64,
+    /// Records consumed in it (consumer).
+    #[serde(default)]
+    pub consumed: u64,
+    /// Value bytes acknowledged (producer) or consumed (consumer).
+    #[serde(default)]
+    pub bytes: u64,
+    /// Failed deliveries (producer) or consumer errors (consumer).
+    #[serde(default)]
+    pub errors: u64,
+    /// Ack latency of the messages acknowledged in it (producer; coordinated omission
+    /// corrected); its histogram has 2 significant figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<Latency>,
+    /// End-to-end latency of the records consumed in it (consumer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2e: Option<Latency>,
+}
+
+impl Series {
+    /// The series a tally holds; `None` when it is disabled or saw nothing. `producer` says
+    /// whether its latencies are ack latencies (else end-to-end).
+    pub fn from_tally(t: &SeriesTally, producer: bool) -> Option<Series> {
+        if t.interval_us() == 0 {
+            return None;
+        }
+        let latency =
+            |l: Option<ClosedLatency>| l.map(|l| Latency::from_parts(l.percentiles, l.histogram));
+        let points: Vec<Point> = t
+            .points()
+            .into_iter()
+            .map(|(start, p)| {
+                let lat = latency(p.latency);
+                let (ack, e2e) = if producer { (lat, None) } else { (None, lat) };
+                Point {
+                    start_unix_us: start,
+                    sent: p.counts.sent,
+                    acked: p.counts.acked,
+                    consumed: p.counts.consumed,
+                    bytes: p.counts.bytes,
+                    errors: p.counts.errors,
+                    ack,
+                    e2e,
+                }
+            })
+            .collect();
+        (!points.is_empty()).then_some(Series {
+            interval_us: t.interval_us(),
+            points,
+        })
+    }
+
+    /// The interval in seconds.
+    pub fn interval_secs(&self) -> f64 {
+        self.interval_us as f64 / 1e6
+    }
+}
+
 /// The producer's side of the result.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProducerResult {
@@ -188,6 +275,9 @@ pub struct ProducerResult {
     /// they aborted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transactions: Option<TxnResult>,
+    /// Sent, acked, failed, bytes and ack latency per interval (absent in v1 results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<Series>,
 }
 
 /// A transactional producer's transactions.
@@ -339,6 +429,9 @@ pub struct ConsumerResult {
     /// What the consumer's client went through (errors, retries, disconnects, leader changes).
     #[serde(default)]
     pub client: ClientEvents,
+    /// Records, bytes, errors and end-to-end latency per interval (absent in v1 results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<Series>,
 }
 
 /// The audit's verdict and counts, and the ranges they were computed from.
@@ -379,6 +472,12 @@ pub struct AuditResult {
     /// was read.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub transactions: BTreeMap<String, TxnAudit>,
+    /// Set when the consumer ran beside its producer and stopped once that run was complete:
+    /// the verdict judges this run only. Other producers' runs on the topic were read only as
+    /// far as it got; they are listed in `runs`, but their gaps are not losses (a fleet merge
+    /// judges every run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged_run: Option<String>,
 }
 
 impl AuditResult {
@@ -398,9 +497,16 @@ impl AuditResult {
             not_committed: 0,
             aborted_read: 0,
             transactions: BTreeMap::new(),
+            judged_run: None,
         };
         r.judge();
         r
+    }
+
+    /// Judges run `run_id` only (see `judged_run`); the verdict is recomputed.
+    pub fn judge_only(&mut self, run_id: &str) {
+        self.judged_run = Some(run_id.to_string());
+        self.judge();
     }
 
     /// Takes the producer's word for the messages of `run_id` whose delivery failed: the gaps
@@ -455,7 +561,11 @@ impl AuditResult {
     /// gaps below its highest sequence number read that are not committed messages are
     /// excused, and committed messages above it are lost too.
     fn judge(&mut self) {
-        let mut gaps = self.audit().gaps();
+        let mut judged = self.audit();
+        if let Some(run) = &self.judged_run {
+            judged.runs.retain(|id, _| id == run);
+        }
+        let mut gaps = judged.gaps();
         let (mut not_committed, mut tail, mut aborted_read) = (0, 0, 0);
         let mut read_committed = false;
         for (run, t) in &self.transactions {
@@ -482,7 +592,11 @@ impl AuditResult {
         self.aborted_read = aborted_read;
         let gaps = gaps.saturating_sub(self.not_delivered);
         // Aborted records that were read do not stand in for expected (committed) ones.
-        let counted = self.distinct.saturating_sub(aborted_read);
+        let distinct = match &self.judged_run {
+            Some(_) => judged.distinct(),
+            None => self.distinct,
+        };
+        let counted = distinct.saturating_sub(aborted_read);
         let shortfall = self.expected.map_or(0, |e| e.saturating_sub(counted));
         self.lost = gaps.max(shortfall);
         self.verdict = if aborted_read > 0 && read_committed {
@@ -530,6 +644,10 @@ pub struct RunResult {
     /// What the MongoDB sink stored, with `--mongo-uri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mongo: Option<crate::sink::MongoResult>,
+    /// The run's settings by name, as a report shows them (no secrets); absent in v1 results
+    /// and merges.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
 }
 
 /// Builds the producer result from its tally, its sending window and its client's events.
@@ -557,6 +675,7 @@ pub fn producer_result(
         failed_seqs: t.failed_seqs.clone(),
         client,
         transactions: None,
+        series: Series::from_tally(&t.series, true),
     }
 }
 
@@ -586,6 +705,7 @@ pub fn consumer_result(
         stop_reason: t.stop_reason.clone(),
         audit: AuditResult::from_audit(&t.audit, t.not_json, expected),
         client,
+        series: Series::from_tally(&t.series, false),
     }
 }
 
@@ -692,6 +812,30 @@ mod tests {
         let a = &r.transactions["r"];
         assert_eq!((a.in_doubt_read, a.in_doubt_last_read), (10, Some(39)));
         assert_eq!((r.verdict.as_str(), r.lost), ("clean", 0));
+    }
+
+    #[test]
+    fn judging_one_run_leaves_the_gaps_of_runs_read_part_way_out() {
+        let mut a = Audit::default();
+        for s in 0..100 {
+            a.record("mine", 0, s);
+        }
+        // Another producer's run, read only as far as partition 0 got: gaps.
+        for s in (0..300).step_by(3) {
+            a.record("theirs", 0, s);
+        }
+        let mut r = AuditResult::from_audit(&a, 0, Some(100));
+        assert_eq!((r.verdict.as_str(), r.lost), ("loss", 198));
+        r.judge_only("mine");
+        assert_eq!((r.verdict.as_str(), r.lost), ("clean", 0));
+        // Its own gaps still count.
+        let mut b = Audit::default();
+        for s in (0..100).filter(|s| *s != 42) {
+            b.record("mine", 0, s);
+        }
+        let mut r = AuditResult::from_audit(&b, 0, Some(100));
+        r.judge_only("mine");
+        assert_eq!((r.verdict.as_str(), r.lost), ("loss", 1));
     }
 
     #[test]

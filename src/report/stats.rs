@@ -4,6 +4,7 @@
 //! behind an uncontended mutex so that the progress reporter can take snapshots. Sending an event
 //! per message down a channel would cost more than the work it reports.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,6 +26,43 @@ pub fn latency_histogram() -> Histogram<u64> {
 #[inline]
 pub fn record_latency(h: &mut Histogram<u64>, us: u64) {
     h.saturating_record(us.clamp(1, MAX_LATENCY_US));
+}
+
+/// The figures read from one latency histogram, µs.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Percentiles {
+    /// Values recorded.
+    pub count: u64,
+    /// Mean, rounded to one decimal.
+    pub mean: f64,
+    /// 50th percentile.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Maximum.
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// Reads them from `h` (all zero when it is empty).
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            count: h.len(),
+            mean: (h.mean() * 10.0).round() / 10.0,
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
 }
 
 /// Encodes a histogram the way HdrHistogram's tools exchange them: V2 deflate serialization in
@@ -101,6 +139,8 @@ pub struct ProducerTally {
     pub errors: std::collections::BTreeMap<String, u64>,
     /// Sequence numbers of the messages whose delivery failed.
     pub failed_seqs: crate::workload::audit::RangeSet,
+    /// The time series: sent (by send time), acked, failed, bytes and ack latency per interval.
+    pub series: SeriesTally,
 }
 
 impl Default for ProducerTally {
@@ -113,6 +153,7 @@ impl Default for ProducerTally {
             ack_latency_uncorrected: latency_histogram(),
             errors: Default::default(),
             failed_seqs: Default::default(),
+            series: SeriesTally::default(),
         }
     }
 }
@@ -234,6 +275,215 @@ impl AbortPlan {
     }
 }
 
+/// The most intervals a series keeps (a day of 1 s intervals); older ones are dropped first, so
+/// a `--forever` sidecar's memory stays bounded.
+pub const MAX_SERIES_POINTS: usize = 86_400;
+
+/// One interval's counts, as the loops add them up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PointCounts {
+    /// Messages handed to librdkafka (counted at their send time).
+    pub sent: u64,
+    /// Messages acknowledged.
+    pub acked: u64,
+    /// Records consumed.
+    pub consumed: u64,
+    /// Value bytes acknowledged or consumed.
+    pub bytes: u64,
+    /// Failed deliveries (producer) or consumer errors (consumer).
+    pub errors: u64,
+}
+
+/// A closed interval's latency: its figures, read once when it closed, and its histogram
+/// encoded with [`encode_histogram`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClosedLatency {
+    /// The figures.
+    pub percentiles: Percentiles,
+    /// The histogram, encoded.
+    pub histogram: String,
+}
+
+/// An interval of a series: its counts and, when latencies were recorded in it, their histogram.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PointTally {
+    /// The counts.
+    pub counts: PointCounts,
+    /// The latency of the interval (ack latency for a producer, end-to-end for a consumer).
+    pub latency: Option<ClosedLatency>,
+}
+
+/// Per-interval tallies for the time series: counts, bytes and one small latency histogram per
+/// interval. Intervals are aligned on the Unix epoch (1 s intervals start on whole seconds), so
+/// the series of several instances line up and merge exactly, histogram by histogram.
+///
+/// Only the interval latencies are being recorded in keeps a live histogram (latencies arrive
+/// in time order from one thread); a closed interval keeps its figures and its encoded
+/// histogram, a few hundred bytes. Disabled (records nothing) until [`SeriesTally::new`] gives
+/// it an interval.
+#[derive(Debug, Clone, Default)]
+pub struct SeriesTally {
+    interval_us: u64,
+    /// The Unix time, µs, of the instant the loops' `at_us` count from.
+    anchor_unix_us: u64,
+    /// The interval index (start time / interval) of `points[0]`.
+    first: u64,
+    /// The intervals from `first` on, without holes: a lookup is an index, not a search (the
+    /// delivery thread does two per acknowledgement).
+    points: VecDeque<PointTally>,
+    /// The interval whose latency histogram is open, with the histogram.
+    open: Option<(u64, Histogram<u64>)>,
+}
+
+/// A latency histogram for one interval: µs, 2 significant figures (1%), a quarter the size of
+/// the run's 3-figure ones.
+pub fn interval_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 2).expect("valid bounds")
+}
+
+impl SeriesTally {
+    /// A series of `interval` (at least 1 ms), with `at_us` counted from the instant whose Unix
+    /// time is `anchor_unix_us`.
+    pub fn new(interval: Duration, anchor_unix_us: u64) -> SeriesTally {
+        SeriesTally {
+            interval_us: (interval.as_micros() as u64).max(1000),
+            anchor_unix_us,
+            ..Default::default()
+        }
+    }
+
+    /// The interval, µs; 0 when disabled.
+    pub fn interval_us(&self) -> u64 {
+        self.interval_us
+    }
+
+    fn index(&self, at_us: u64) -> u64 {
+        (self.anchor_unix_us + at_us) / self.interval_us
+    }
+
+    fn counts(&mut self, at_us: u64) -> Option<&mut PointCounts> {
+        if self.interval_us == 0 {
+            return None;
+        }
+        let index = self.index(at_us);
+        if self.points.is_empty() {
+            self.first = index;
+        }
+        if index < self.first {
+            // An earlier interval (a message sent before the first acknowledgement): grow at
+            // the front, unless that would pass the cap.
+            let more = (self.first - index) as usize;
+            if self.points.len() + more > MAX_SERIES_POINTS {
+                return None;
+            }
+            for _ in 0..more {
+                self.points.push_front(PointTally::default());
+            }
+            self.first = index;
+        }
+        let at = (index - self.first) as usize;
+        if at >= self.points.len() {
+            self.points.resize(at + 1, PointTally::default());
+        }
+        let at = if self.points.len() > MAX_SERIES_POINTS {
+            let drop = self.points.len() - MAX_SERIES_POINTS;
+            self.points.drain(..drop);
+            self.first += drop as u64;
+            at - drop
+        } else {
+            at
+        };
+        Some(&mut self.points[at].counts)
+    }
+
+    /// A message sent at `at_us`.
+    pub fn sent(&mut self, at_us: u64) {
+        if let Some(c) = self.counts(at_us) {
+            c.sent += 1;
+        }
+    }
+
+    /// A message of `bytes` acknowledged at `at_us`, `latency_us` after it was (due to be) sent.
+    pub fn acked(&mut self, at_us: u64, bytes: u64, latency_us: u64) {
+        if let Some(c) = self.counts(at_us) {
+            c.acked += 1;
+            c.bytes += bytes;
+            self.latency(at_us, latency_us);
+        }
+    }
+
+    /// A record of `bytes` consumed at `at_us`, with its end-to-end latency when known.
+    pub fn consumed(&mut self, at_us: u64, bytes: u64, latency_us: Option<u64>) {
+        if let Some(c) = self.counts(at_us) {
+            c.consumed += 1;
+            c.bytes += bytes;
+            if let Some(us) = latency_us {
+                self.latency(at_us, us);
+            }
+        }
+    }
+
+    /// A failed delivery or a consumer error at `at_us`.
+    pub fn error(&mut self, at_us: u64) {
+        if let Some(c) = self.counts(at_us) {
+            c.errors += 1;
+        }
+    }
+
+    fn latency(&mut self, at_us: u64, us: u64) {
+        let index = self.index(at_us);
+        match &mut self.open {
+            // A latency for an interval already closed (clocks do not go back, but be safe)
+            // joins the open one rather than reopening a closed one.
+            Some((open, h)) if *open >= index => record_latency(h, us),
+            _ => {
+                self.close();
+                let mut h = interval_histogram();
+                record_latency(&mut h, us);
+                self.open = Some((index, h));
+            }
+        }
+    }
+
+    /// Closes the open interval's histogram into its point.
+    fn close(&mut self) {
+        if let Some((index, h)) = self.open.take() {
+            if let Some(p) = index
+                .checked_sub(self.first)
+                .and_then(|at| self.points.get_mut(at as usize))
+            {
+                p.latency = Some(ClosedLatency {
+                    percentiles: Percentiles::of(&h),
+                    histogram: encode_histogram(&h),
+                });
+            }
+        }
+    }
+
+    /// The intervals so far, oldest first, as (start, Unix µs; the point), the open one
+    /// included; the intervals between the first and the last that saw nothing are there with
+    /// zero counts.
+    pub fn points(&self) -> Vec<(u64, PointTally)> {
+        self.points
+            .iter()
+            .enumerate()
+            .map(|(at, p)| {
+                let index = self.first + at as u64;
+                let mut p = p.clone();
+                if let Some((open, h)) = &self.open {
+                    if *open == index {
+                        p.latency = Some(ClosedLatency {
+                            percentiles: Percentiles::of(h),
+                            histogram: encode_histogram(h),
+                        });
+                    }
+                }
+                (index * self.interval_us, p)
+            })
+            .collect()
+    }
+}
+
 /// When a loop started and stopped doing its work.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Window {
@@ -294,6 +544,8 @@ pub struct ConsumerTally {
     pub window: Window,
     /// Why the consumer stopped.
     pub stop_reason: Option<String>,
+    /// The time series: records, bytes, errors and end-to-end latency per interval.
+    pub series: SeriesTally,
 }
 
 impl Default for ConsumerTally {
@@ -310,6 +562,7 @@ impl Default for ConsumerTally {
             first_record_after_join: None,
             window: Window::default(),
             stop_reason: None,
+            series: SeriesTally::default(),
         }
     }
 }
@@ -364,6 +617,34 @@ mod tests {
         assert_eq!(t.open_from, None);
         assert_eq!(t.commit_latency.len(), 1);
         assert!(t.commit_latency.max() >= 2_990);
+    }
+
+    #[test]
+    fn a_series_buckets_on_the_epoch_and_keeps_one_live_histogram() {
+        // Anchor 0.5 s past a whole second: at_us 400_000 is still in second 10, 600_000 not.
+        let mut s = SeriesTally::new(Duration::from_secs(1), 10_500_000);
+        s.acked(400_000, 5, 1_000);
+        s.acked(600_000, 5, 2_000);
+        s.acked(700_000, 5, 3_000);
+        s.error(2_600_000);
+        s.sent(100);
+        let points = s.points();
+        let starts: Vec<u64> = points.iter().map(|(t, _)| *t).collect();
+        assert_eq!(starts, vec![10_000_000, 11_000_000, 12_000_000, 13_000_000]);
+        assert_eq!(points[0].1.counts.sent, 1);
+        assert_eq!(points[1].1.counts.acked, 2);
+        assert_eq!(points[1].1.counts.bytes, 10);
+        assert_eq!(points[2].1.counts, PointCounts::default());
+        assert_eq!(points[3].1.counts.errors, 1);
+        // The closed interval kept its figures; the open one is read live.
+        assert_eq!(points[0].1.latency.as_ref().unwrap().percentiles.count, 1);
+        let open = points[1].1.latency.as_ref().unwrap();
+        assert_eq!(open.percentiles.count, 2);
+        assert!(decode_histogram(&open.histogram).unwrap().len() == 2);
+        assert!(SeriesTally::default().points().is_empty());
+        let mut off = SeriesTally::default();
+        off.acked(1, 1, 1);
+        assert!(off.points().is_empty());
     }
 
     #[test]

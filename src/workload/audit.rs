@@ -300,6 +300,19 @@ impl Audit {
             mine.out_of_order += theirs.out_of_order;
         }
     }
+
+    /// Folds in the audit of another consumer group: each group reads every record, so what
+    /// both saw is not a duplicate; only each group's own duplicates count. Foreign records
+    /// are the same ones read again: the larger count stands.
+    pub fn merge_group(&mut self, other: &Audit) {
+        self.foreign = self.foreign.max(other.foreign);
+        for (id, theirs) in &other.runs {
+            let mine = self.runs.entry(id.clone()).or_default();
+            mine.seen.merge(&theirs.seen);
+            mine.duplicates += theirs.duplicates;
+            mine.out_of_order += theirs.out_of_order;
+        }
+    }
 }
 
 #[cfg(test)]

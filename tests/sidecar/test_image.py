@@ -178,7 +178,7 @@ def test_producer_consumer_in_image(image, bed, new_topic, new_user, spawn, cont
     assert "audit: CLEAN" in stdout
 
     result = json.loads((out / "result.json").read_text())
-    assert result["schema"] == "kafka-workload/result/v1"
+    assert result["schema"] == "kafka-workload/result/v2"
     assert result["topic"] == topic and result["mock_cluster"] is False
     producer, consumer = result["producer"], result["consumer"]
     assert producer["sent"] == 2000 and producer["acked"] == 2000 and producer["failed"] == 0

@@ -11,6 +11,10 @@ use rdkafka::ClientConfig;
 use crate::config::{CaSource, Cluster, Settings};
 use crate::error::ConfigError;
 
+/// The producer's queue cap (`queue.buffering.max.messages`): it bounds the producer's memory
+/// (see where it is set); the send loop waits for half of it to drain when it is full.
+pub const PRODUCER_QUEUE_MESSAGES: u32 = 25_000;
+
 /// Which client the properties are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -108,7 +112,11 @@ pub fn properties(
             // with librdkafka's own per-message cost) went as fast as 100,000 (~40 MB) or
             // 500,000 (200 MB), and keep the RSS of a 10,000,000-message run within 10% of a
             // 100,000-message one (scripts/bench); 64 MB bounds it for large values.
-            set(&mut p, "queue.buffering.max.messages", "25000");
+            set(
+                &mut p,
+                "queue.buffering.max.messages",
+                &PRODUCER_QUEUE_MESSAGES.to_string(),
+            );
             set(&mut p, "queue.buffering.max.kbytes", "65536");
             if settings.cluster == Cluster::Mock {
                 // The mock cluster keeps only the newest 5 MB of each partition; spreading

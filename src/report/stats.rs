@@ -381,7 +381,13 @@ impl SeriesTally {
             }
             self.first = index;
         }
-        let at = (index - self.first) as usize;
+        let mut at = (index - self.first) as usize;
+        if at >= MAX_SERIES_POINTS {
+            // Further on than the series holds: what there was is all older than the cap.
+            self.points.clear();
+            self.first = index;
+            at = 0;
+        }
         if at >= self.points.len() {
             self.points.resize(at + 1, PointTally::default());
         }
@@ -642,6 +648,14 @@ mod tests {
         assert_eq!(open.percentiles.count, 2);
         assert!(decode_histogram(&open.histogram).unwrap().len() == 2);
         assert!(SeriesTally::default().points().is_empty());
+        // The cap holds whichever way the series grows.
+        let mut long = SeriesTally::new(Duration::from_millis(1), 0);
+        long.sent(5_000);
+        long.sent(5_000 + (MAX_SERIES_POINTS as u64 + 10) * 1000);
+        assert_eq!(long.points().len(), 1);
+        long.sent(10_000 + (MAX_SERIES_POINTS as u64) * 1000);
+        long.sent(0);
+        assert!(long.points().len() <= MAX_SERIES_POINTS);
         let mut off = SeriesTally::default();
         off.acked(1, 1, 1);
         assert!(off.points().is_empty());

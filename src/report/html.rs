@@ -766,7 +766,10 @@ mod tests {
             "plot-ack-spectrum",
             "plot-e2e-spectrum",
         ] {
-            assert!(html.contains(&format!("<figure id=\"{id}\"")), "{id} missing");
+            assert!(
+                html.contains(&format!("<figure id=\"{id}\"")),
+                "{id} missing"
+            );
         }
         assert_eq!(html.matches("<svg").count(), 6);
         assert!(!html.contains("<?xml"));

@@ -505,22 +505,23 @@ fn plots(page: &mut String, inputs: &[Input], merged: Option<&RunResult>) -> any
     }
     // Percentiles over time of the whole (fleet or run), with each instance's p99 beside them.
     let over_time = |ack: bool| -> Vec<Line> {
-        let series_of = |r: &RunResult| {
+        fn series_of(r: &RunResult, ack: bool) -> Option<&Series> {
             if ack {
-                r.producer.as_ref().and_then(|p| p.series.clone())
+                r.producer.as_ref().and_then(|p| p.series.as_ref())
             } else {
-                r.consumer.as_ref().and_then(|c| c.series.clone())
+                r.consumer.as_ref().and_then(|c| c.series.as_ref())
             }
-        };
-        let lat = |p: &super::result::Point| {
+        }
+        fn point_latency(p: &super::result::Point, ack: bool) -> Option<&Latency> {
             if ack {
-                p.ack.clone()
+                p.ack.as_ref()
             } else {
-                p.e2e.clone()
+                p.e2e.as_ref()
             }
-        };
+        }
+        let lat = |p| point_latency(p, ack);
         let mut lines = Vec::new();
-        if let Some(s) = series_of(whole) {
+        if let Some(s) = series_of(whole, ack) {
             type Pick = fn(&Latency) -> u64;
             let picks: [(&str, Pick, RGBColor); 3] = [
                 ("p50", |l| l.p50_us, RGBColor(44, 160, 44)),
@@ -534,7 +535,7 @@ fn plots(page: &mut String, inputs: &[Input], merged: Option<&RunResult>) -> any
                         .points
                         .iter()
                         .filter_map(|p| {
-                            lat(p).map(|l| (secs(p.start_unix_us), pick(&l) as f64 / 1000.0))
+                            lat(p).map(|l| (secs(p.start_unix_us), pick(l) as f64 / 1000.0))
                         })
                         .collect(),
                     color,
@@ -544,7 +545,7 @@ fn plots(page: &mut String, inputs: &[Input], merged: Option<&RunResult>) -> any
         }
         if fleet.is_some() {
             for (i, input) in inputs.iter().enumerate() {
-                if let Some(s) = series_of(&input.result) {
+                if let Some(s) = series_of(&input.result, ack) {
                     lines.push(Line {
                         name: format!("{} p99", input.label),
                         points: s

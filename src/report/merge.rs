@@ -52,7 +52,14 @@ pub fn merge_files(paths: &[impl AsRef<Path>]) -> anyhow::Result<RunResult> {
 
 /// Adds the histograms behind several latency summaries and reads the percentiles again.
 fn merge_latency<'a>(parts: impl Iterator<Item = &'a Latency>) -> anyhow::Result<Latency> {
-    let mut total = latency_histogram();
+    add_histograms(latency_histogram(), parts)
+}
+
+/// Adds the histograms behind `parts` into `total` and reads the percentiles of the sum.
+fn add_histograms<'a>(
+    mut total: hdrhistogram::Histogram<u64>,
+    parts: impl Iterator<Item = &'a Latency>,
+) -> anyhow::Result<Latency> {
     // Inputs written by other builds may have other bounds; let the sum grow to hold them.
     total.auto(true);
     for part in parts {
@@ -86,18 +93,12 @@ pub fn merge_series<'a>(
     let (Some(&first), Some(&last)) = (by_start.keys().next(), by_start.keys().last()) else {
         return Ok(None);
     };
+    // An interval's histograms have 2 significant figures; their sum keeps that precision.
     let merge_lat = |ls: Vec<&Latency>| -> anyhow::Result<Option<Latency>> {
         if ls.is_empty() {
             return Ok(None);
         }
-        let mut total = interval_histogram();
-        total.auto(true);
-        for l in ls {
-            total
-                .add(l.histogram().context("reading an interval's histogram")?)
-                .map_err(|e| anyhow::anyhow!("cannot add interval histograms: {e:?}"))?;
-        }
-        Ok(Some(Latency::from_histogram(&total)))
+        add_histograms(interval_histogram(), ls.into_iter()).map(Some)
     };
     let mut points = Vec::new();
     let mut start = first;

@@ -5,7 +5,7 @@
 //! It ends on cancellation, --duration, --idle-timeout, --expect, --max-records, or (alongside
 //! this process's producer) once every acknowledged message of the run has arrived.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::config::{client_config, Role};
 use super::context::{Trouble, WorkloadContext};
+use super::fetch::{FetchQueue, RawRecord};
 use crate::config::Settings;
 use crate::error::Failure;
 use crate::report::stats::{record_latency, ConsumerShared, ProducerShared};
@@ -45,6 +46,8 @@ struct ConsumerCtx {
     /// covers what was stored when the checkpoint was written, not what librdkafka holds by
     /// the time its thread gets to the request.
     offsets: std::sync::Mutex<Vec<(i64, i64)>>,
+    /// Set by each rebalance: the loop forwards the assignment to its batch queue again.
+    reforward: AtomicBool,
 }
 
 impl ConsumerCtx {
@@ -59,6 +62,20 @@ impl ConsumerCtx {
             offsets.resize(i + 1, (-1, -1));
         }
         offsets[i].0 = offsets[i].0.max(next);
+    }
+
+    /// [`Self::note_stored`] for a batch: `next[p]` for each partition p it read, -1 for none.
+    fn note_stored_all(&self, next: &[i64]) {
+        if self.checkpoint.is_none() {
+            return;
+        }
+        let mut offsets = self.offsets.lock().expect("poisoned");
+        if offsets.len() < next.len() {
+            offsets.resize(next.len(), (-1, -1));
+        }
+        for (o, &n) in offsets.iter_mut().zip(next) {
+            o.0 = o.0.max(n);
+        }
     }
 
     /// The offsets to commit (all stored ones with `all`, else those stored since the last
@@ -155,6 +172,7 @@ impl ConsumerContext for ConsumerCtx {
         if let Some(holds) = holds {
             self.shared.holding.store(holds, Ordering::SeqCst);
         }
+        self.reforward.store(true, Ordering::SeqCst);
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
@@ -227,6 +245,18 @@ pub struct ConsumerJob {
 /// Writes the run's result file as it stands (see [`ConsumerJob::checkpoint`]).
 pub type Checkpoint = Arc<dyn Fn() + Send + Sync>;
 
+/// How many records in a row the consumer loop reads before its checks that need no record
+/// (stop requested, deadline, idle, authentication, rotation); a fraction of a millisecond at
+/// full speed.
+const HOUSEKEEPING_EVERY: u32 = 64;
+
+/// How often the loop forwards the assignment to its batch queue again when no rebalance asked.
+const FORWARD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long an idle loop waits for a batch before it looks at the consumer queue again
+/// (rebalances, errors): the delay a rebalance may see.
+const BATCH_WAIT: Duration = Duration::from_millis(10);
+
 /// How often processed offsets are committed (librdkafka's auto-commit interval when it
 /// commits; ours, after a checkpoint, with `--json`).
 pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
@@ -288,6 +318,7 @@ fn create(job: &ConsumerJob, settings: &Settings) -> anyhow::Result<BaseConsumer
         subscribed_at: Instant::now(),
         checkpoint: job.checkpoint.clone(),
         offsets: Default::default(),
+        reforward: AtomicBool::new(true),
         topic: settings.topic.clone(),
         reset_earliest: matches!(
             super::config::properties(settings, Role::Consumer, &job.bootstrap)?
@@ -309,6 +340,7 @@ fn switch_user(
     old: BaseConsumer<ConsumerCtx>,
     identity: &crate::config::Identity,
     mongo: Option<&ConsumerFeed>,
+    fetch: &mut Option<FetchQueue>,
 ) -> (BaseConsumer<ConsumerCtx>, bool) {
     let s = job.settings.with_identity(identity);
     let Some(fresh) =
@@ -328,6 +360,9 @@ fn switch_user(
         }
     }
     old.unsubscribe();
+    // The old client's batch queue goes before it does (librdkafka's destroy waits for it);
+    // the caller makes the new client's.
+    *fetch = None;
     drop(old);
     if let Err(e) = fresh.subscribe(&[&s.topic]) {
         // Not expected after the metadata answer; the run ends on the idle timeout if it happens.
@@ -369,62 +404,97 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
     let own_run_id = job.own.as_ref().map(|o| o.run_id.clone());
     let mut result: anyhow::Result<()> = Ok(());
     let mut had_record = false;
+    let mut unchecked = 0u32;
+    // The batch path; not with a MongoDB sink, whose feed paces the loop record by record.
+    let mut fetch = if mongo.is_none() {
+        FetchQueue::new(&consumer, &s.topic)
+    } else {
+        None
+    };
+    let mut next_forward = Instant::now();
+    let mut drain_first = false;
+    let mut batch_next: Vec<i64> = Vec::new();
     let stop_reason: String = loop {
-        if job.cancel.is_cancelled() {
-            break "stop requested".into();
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            break "duration reached".into();
-        }
-        // Right after a record the idle clock has just been reset; reading the clock again
-        // for it cost 6% of a backlog's read (scripts/bench).
-        if let (Some(idle), false) = (s.consumer.idle_timeout, had_record) {
-            if last_activity.elapsed() >= idle {
-                break format!("no record for {:.0} s", idle.as_secs_f64());
+        // While records flow, the checks that need no record run every HOUSEKEEPING_EVERY
+        // records, and the poll does not wait: per record, their clock reads and locks were a
+        // tenth of a backlog's read (perf).
+        let flowing = had_record;
+        let checks_due = !flowing || unchecked >= HOUSEKEEPING_EVERY;
+        unchecked = if checks_due { 0 } else { unchecked + 1 };
+        if checks_due {
+            if job.cancel.is_cancelled() {
+                break "stop requested".into();
             }
-        }
-        had_record = false;
-        if !job.shared.holding.load(Ordering::Relaxed) {
-            // The idle clock runs only while the group has given us partitions: not before the
-            // first assignment, nor while a lost session or a rebalance waits to rejoin.
-            last_activity = Instant::now();
-        }
-        if !job.shared.assigned.load(Ordering::Relaxed) {
-            if let Some(Trouble::Authentication(cause) | Trouble::Tls(cause)) =
-                consumer.context().base.trouble()
-            {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break "duration reached".into();
+            }
+            // Right after a record the idle clock has just been reset.
+            if let (Some(idle), false) = (s.consumer.idle_timeout, flowing) {
+                if last_activity.elapsed() >= idle {
+                    break format!("no record for {:.0} s", idle.as_secs_f64());
+                }
+            }
+            if !job.shared.holding.load(Ordering::Relaxed) {
+                // The idle clock runs only while the group has given us partitions: not before the
+                // first assignment, nor while a lost session or a rebalance waits to rejoin.
+                last_activity = Instant::now();
+            }
+            if !job.shared.assigned.load(Ordering::Relaxed) {
+                if let Some(Trouble::Authentication(cause) | Trouble::Tls(cause)) =
+                    consumer.context().base.trouble()
+                {
+                    result = Err(Failure::Authentication {
+                        servers: job.bootstrap.clone(),
+                        cause,
+                    }
+                    .into());
+                    break "authentication failed".into();
+                }
+            }
+            if let Some(identity) = super::context::apply_rotation(
+                consumer.client(),
+                job.password.as_deref(),
+                &mut rotation_seen,
+                &client_user,
+            ) {
+                let moved;
+                (consumer, moved) =
+                    switch_user(&job, consumer, &identity, mongo.as_ref(), &mut fetch);
+                if moved {
+                    client_user = identity.username;
+                    if mongo.is_none() {
+                        fetch = FetchQueue::new(&consumer, &s.topic);
+                    }
+                }
+            }
+            if let Some(cause) = lockout.check(&consumer.context().base) {
                 result = Err(Failure::Authentication {
                     servers: job.bootstrap.clone(),
-                    cause,
+                    cause: format!(
+                        "{cause} (no broker connection has worked for {} s)",
+                        s.connect_timeout.as_secs()
+                    ),
                 }
                 .into());
                 break "authentication failed".into();
             }
         }
-        if let Some(identity) = super::context::apply_rotation(
-            consumer.client(),
-            job.password.as_deref(),
-            &mut rotation_seen,
-            &client_user,
-        ) {
-            let moved;
-            (consumer, moved) = switch_user(&job, consumer, &identity, mongo.as_ref());
-            if moved {
-                client_user = identity.username;
+        had_record = false;
+        if let Some(f) = fetch.as_mut() {
+            let rebalanced = consumer.context().reforward.swap(false, Ordering::SeqCst);
+            if rebalanced || (checks_due && Instant::now() >= next_forward) {
+                f.forward(&consumer);
+                next_forward = Instant::now() + FORWARD_INTERVAL;
+                drain_first = true;
             }
         }
-        if let Some(cause) = lockout.check(&consumer.context().base) {
-            result = Err(Failure::Authentication {
-                servers: job.bootstrap.clone(),
-                cause: format!(
-                    "{cause} (no broker connection has worked for {} s)",
-                    s.connect_timeout.as_secs()
-                ),
-            }
-            .into());
-            break "authentication failed".into();
-        }
-        match consumer.poll(Duration::from_millis(100)) {
+        let batching = fetch.as_ref().is_some_and(FetchQueue::active);
+        let wait = if flowing || batching {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(100)
+        };
+        match consumer.poll(wait) {
             None => {}
             Some(Err(e)) => {
                 if let Some(f) = fatal_consume_error(&e, &group, &s.topic) {
@@ -451,12 +521,16 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
                 let done = finished(&job, &t, own_run_id.as_deref());
                 drop(t);
                 match &mongo {
-                    None => match consumer.store_offset_from_message(&msg) {
-                        Ok(()) => consumer
-                            .context()
-                            .note_stored(msg.partition(), msg.offset() + 1),
-                        Err(e) => warn!(error = %e, "cannot store offset"),
-                    },
+                    // With --json our commits name the offsets that note_stored keeps;
+                    // librdkafka's offset store serves its auto-commit, which is off then.
+                    None if job.checkpoint.is_some() => consumer
+                        .context()
+                        .note_stored(msg.partition(), msg.offset() + 1),
+                    None => {
+                        if let Err(e) = consumer.store_offset_from_message(&msg) {
+                            warn!(error = %e, "cannot store offset");
+                        }
+                    }
                     Some(feed) => {
                         let payload = msg.payload().unwrap_or(&[]);
                         if feed.record(payload, msg.partition(), msg.offset()).is_err() {
@@ -473,6 +547,48 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
                 }
                 had_record = true;
                 continue;
+            }
+        }
+        if let Some(f) = fetch.as_mut().filter(|f| f.active()) {
+            if drain_first && !f.consumer_queue_empty() {
+                // Records that reached the consumer queue before the forward go first.
+                had_record = true;
+                continue;
+            }
+            drain_first = false;
+            let wait = if flowing { Duration::ZERO } else { BATCH_WAIT };
+            match f.batch(wait) {
+                Some(batch) if !batch.is_empty() => {
+                    // One clock read per batch: the time its records reached the loop.
+                    let now = Instant::now();
+                    last_activity = now;
+                    let end = process_batch(
+                        &consumer,
+                        batch.iter(),
+                        now,
+                        &job,
+                        own_run_id.as_deref(),
+                        log_limit,
+                        &mut batch_next,
+                    );
+                    drop(batch);
+                    match end {
+                        BatchEnd::Read => {}
+                        BatchEnd::Stop(reason) => break reason,
+                        BatchEnd::Fatal(f) => {
+                            result = Err(f.into());
+                            break "not authorized".into();
+                        }
+                    }
+                    if let (Some(checkpoint), true) = (&job.checkpoint, now >= next_commit) {
+                        checkpoint_and_commit(&consumer, checkpoint, &s.topic, CommitMode::Async);
+                        next_commit = now + COMMIT_INTERVAL;
+                    }
+                    had_record = true;
+                    continue;
+                }
+                Some(_) => {}
+                None => warn!("cannot read a batch of records"),
             }
         }
         if let Some(feed) = &mongo {
@@ -511,6 +627,8 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
         Err(e) => warn!(error = %e, "final offset commit failed"),
     }
     consumer.unsubscribe();
+    // Before the consumer: librdkafka's destroy waits for every queue handle.
+    drop(fetch);
     let mut t = job.shared.tally.lock().expect("poisoned");
     t.stop_reason = Some(stop_reason);
     result
@@ -581,8 +699,100 @@ fn seen_within(
     set.ranges().map(|(s, e)| seen.count_within(s, e)).sum()
 }
 
+/// What the loop reads of a record, polled or from a batch.
+trait RecordView {
+    /// (partition, offset)
+    fn position(&self) -> (i32, i64);
+    fn value(&self) -> &[u8];
+    fn timestamp_ms(&self) -> i64;
+}
+
+impl RecordView for BorrowedMessage<'_> {
+    fn position(&self) -> (i32, i64) {
+        (self.partition(), self.offset())
+    }
+    fn value(&self) -> &[u8] {
+        self.payload().unwrap_or(&[])
+    }
+    fn timestamp_ms(&self) -> i64 {
+        self.timestamp().to_millis().unwrap_or(-1)
+    }
+}
+
+impl RecordView for RawRecord<'_> {
+    fn position(&self) -> (i32, i64) {
+        (self.partition(), self.offset())
+    }
+    fn value(&self) -> &[u8] {
+        self.payload()
+    }
+    fn timestamp_ms(&self) -> i64 {
+        RawRecord::timestamp_ms(self)
+    }
+}
+
+/// How a batch ended.
+enum BatchEnd {
+    Read,
+    Stop(String),
+    Fatal(Failure),
+}
+
+/// Processes a batch under one lock of the tally, stops at the record that completes a stop
+/// condition (the rest are neither counted nor stored: the next reader gets them), and stores
+/// what it processed: per record for librdkafka's auto-commit, per partition for our commits.
+fn process_batch<'a>(
+    consumer: &BaseConsumer<ConsumerCtx>,
+    records: impl Iterator<Item = RawRecord<'a>>,
+    now: Instant,
+    job: &ConsumerJob,
+    own_run: Option<&str>,
+    log_limit: crate::config::LogLimit,
+    next: &mut Vec<i64>,
+) -> BatchEnd {
+    let ours = job.checkpoint.is_some();
+    next.clear();
+    let mut end = BatchEnd::Read;
+    let mut t = job.shared.tally.lock().expect("poisoned");
+    for rec in records {
+        if let Some(code) = rec.error() {
+            let e = KafkaError::MessageConsumption(code.into());
+            if let Some(f) =
+                fatal_consume_error(&e, &job.settings.consumer.group_id, &job.settings.topic)
+            {
+                end = BatchEnd::Fatal(f);
+                break;
+            }
+            let at_us = now.saturating_duration_since(job.anchor).as_micros();
+            t.series.error(at_us as u64);
+            warn!(error = %e, partition = rec.partition(), "consumer error");
+            continue;
+        }
+        process(&rec, now, &mut t, job, own_run, log_limit);
+        if ours {
+            let p = rec.partition().max(0) as usize;
+            if next.len() <= p {
+                next.resize(p + 1, -1);
+            }
+            next[p] = next[p].max(rec.offset() + 1);
+        } else {
+            let err = rec.store_offset();
+            if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+                warn!(error = %KafkaError::StoreOffset(err.into()), "cannot store offset");
+            }
+        }
+        if let Some(reason) = finished(job, &t, own_run) {
+            end = BatchEnd::Stop(reason);
+            break;
+        }
+    }
+    drop(t);
+    consumer.context().note_stored_all(next);
+    end
+}
+
 fn process(
-    msg: &BorrowedMessage<'_>,
+    msg: &impl RecordView,
     now: Instant,
     t: &mut crate::report::stats::ConsumerTally,
     job: &ConsumerJob,
@@ -599,9 +809,10 @@ fn process(
         }
     }
     t.window.end = Some(now);
-    let payload = msg.payload().unwrap_or(&[]);
+    let payload = msg.value();
+    let (partition, offset) = msg.position();
     if log_limit.allows(t.records) {
-        log_record(msg, payload);
+        log_record(msg, &job.settings.topic, payload);
     }
     t.records += 1;
     t.bytes += payload.len() as u64;
@@ -610,7 +821,7 @@ fn process(
         Decoded::Ours(f) => {
             let run = f.run_id.expect("ours has a run id");
             t.audit
-                .record(run, msg.partition(), f.seq.expect("ours has a seq"));
+                .record(run, partition, f.seq.expect("ours has a seq"));
             match (own_run == Some(run), f.sent_ns) {
                 (true, Some(sent_ns)) => {
                     let us = (now_us * 1000).saturating_sub(sent_ns) / 1000;
@@ -629,9 +840,8 @@ fn process(
             t.not_json += 1;
             if t.not_json <= 10 {
                 warn!(
-                    partition = msg.partition(),
-                    offset = msg.offset(),
-                    "record is not a JSON object; counted as foreign"
+                    partition,
+                    offset, "record is not a JSON object; counted as foreign"
                 );
             }
             None
@@ -656,16 +866,17 @@ fn record_wall_latency(
 }
 
 /// client.py logged kafka-python's ConsumerRecord repr for each record; keep that shape.
-fn log_record(msg: &BorrowedMessage<'_>, payload: &[u8]) {
-    let ts = msg.timestamp().to_millis().unwrap_or(-1);
+fn log_record(msg: &impl RecordView, topic: &str, payload: &[u8]) {
+    let ts = msg.timestamp_ms();
+    let (partition, offset) = msg.position();
     let value = payload.escape_ascii();
     info!(
         target: "__main__",
         func = "<module>",
         "ConsumerRecord(topic='{}', partition={}, offset={}, timestamp={}, timestamp_type=0, key=None, value=b'{}', headers=[], checksum=None, serialized_key_size=-1, serialized_value_size={}, serialized_header_size=-1)",
-        msg.topic(),
-        msg.partition(),
-        msg.offset(),
+        topic,
+        partition,
+        offset,
         ts,
         value,
         payload.len()

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod consumer;
 pub mod context;
+pub mod fetch;
 pub mod producer;
 
 pub use config::{client_config, properties, Role};

@@ -93,6 +93,12 @@ LATENCY_LOADS = [50, 90]
 # in-flight sequence bookkeeping: on this bed 1.3-2x the msgs/s of the same tool with it.
 IDEMPOTENT_X = ["-X", "enable.idempotence=true"]
 RKP_PRODUCER_X = ["-X", "acks=all", "-X", "linger.ms=5"] + IDEMPOTENT_X
+# Unless told otherwise rdkafka_performance hands librdkafka one buffer for every message, without
+# a copy (msgflags 0): the same bytes, already in cache, a million times. -S writes a sequence
+# number into each value, so each is its own allocation and copy (RD_KAFKA_MSG_F_FREE), as with
+# every other producer here (kafka-workload's values differ in seq, id and timestamps; kcat's
+# come from a file). With -l (the paced latency runs) it copies each value anyway.
+RKP_DISTINCT_VALUES = ["-S", "1"]
 # kafka-run-class.sh's JVM flags, and the heap kafka-{producer,consumer}-perf-test.sh give it.
 JAVA_OPTS = [
     "-Xmx512M",
@@ -679,6 +685,8 @@ class Clients:
         if client == "rdkafka_performance":
             argv = [self.rkp, "-P", "-t", topic, "-b", self.bed.servers[proto], "-s", str(size)]
             argv += ["-c", str(n), "-X", f"file={self.rk_props[proto]}"] + RKP_PRODUCER_X
+            if not rate:
+                argv += RKP_DISTINCT_VALUES
             if rate:
                 # -l: per-message latency (payload "LATENCY:<µs wall clock>", delivery report);
                 # -A: every message's latency in µs to a file, which the bench summarizes.

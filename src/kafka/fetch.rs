@@ -34,14 +34,17 @@ impl<'a> RawRecord<'a> {
             .then_some(self.msg.err)
     }
 
+    /// The record's partition.
     pub fn partition(&self) -> i32 {
         self.msg.partition
     }
 
+    /// The record's offset.
     pub fn offset(&self) -> i64 {
         self.msg.offset
     }
 
+    /// The record's value; empty for none.
     pub fn payload(&self) -> &'a [u8] {
         if self.msg.payload.is_null() {
             return &[];
@@ -81,6 +84,8 @@ pub struct FetchQueue {
 unsafe impl Send for FetchQueue {}
 
 impl FetchQueue {
+    /// A records queue for `consumer`, which reads `topic`; None if librdkafka has no queue to
+    /// give (the loop then reads record by record).
     pub fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> Option<Self> {
         let rk = consumer.client().native_ptr();
         let topic = CString::new(topic).ok()?;
@@ -179,14 +184,17 @@ pub struct Batch<'a> {
 }
 
 impl Batch<'_> {
+    /// How many records (and partition errors) the call returned.
     pub fn len(&self) -> usize {
         self.messages.len()
     }
 
+    /// Whether the call returned nothing.
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()
     }
 
+    /// The entries in the order librdkafka returned them (each partition's in offset order).
     pub fn iter(&self) -> impl Iterator<Item = RawRecord<'_>> {
         self.messages.iter().map(|&m| RawRecord {
             // SAFETY: librdkafka returned these n pointers to live messages, released only in

@@ -687,7 +687,7 @@ class Clients:
             argv += ["-c", str(n), "-X", f"file={self.rk_props[proto]}"] + RKP_PRODUCER_X
             if not rate:
                 argv += RKP_DISTINCT_VALUES
-            if rate:
+            else:
                 # -l: per-message latency (payload "LATENCY:<µs wall clock>", delivery report);
                 # -A: every message's latency in µs to a file, which the bench summarizes.
                 argv += ["-r", str(rate), "-l", "-A", "@LAT@"]

@@ -53,27 +53,22 @@ struct ConsumerCtx {
 impl ConsumerCtx {
     /// Notes that processing stored `next` (a record's offset + 1) for `partition`.
     fn note_stored(&self, partition: i32, next: i64) {
-        if self.checkpoint.is_none() || partition < 0 {
-            return;
+        if let Ok(p) = usize::try_from(partition) {
+            self.note_stored_all(p, &[next]);
         }
-        let mut offsets = self.offsets.lock().expect("poisoned");
-        let i = partition as usize;
-        if offsets.len() <= i {
-            offsets.resize(i + 1, (-1, -1));
-        }
-        offsets[i].0 = offsets[i].0.max(next);
     }
 
-    /// [`Self::note_stored`] for a batch: `next[p]` for each partition p it read, -1 for none.
-    fn note_stored_all(&self, next: &[i64]) {
-        if self.checkpoint.is_none() {
+    /// [`Self::note_stored`] for consecutive partitions from `first`: `next[i]` for partition
+    /// `first + i`, -1 where nothing was read.
+    fn note_stored_all(&self, first: usize, next: &[i64]) {
+        if self.checkpoint.is_none() || next.is_empty() {
             return;
         }
         let mut offsets = self.offsets.lock().expect("poisoned");
-        if offsets.len() < next.len() {
-            offsets.resize(next.len(), (-1, -1));
+        if offsets.len() < first + next.len() {
+            offsets.resize(first + next.len(), (-1, -1));
         }
-        for (o, &n) in offsets.iter_mut().zip(next) {
+        for (o, &n) in offsets[first..].iter_mut().zip(next) {
             o.0 = o.0.max(n);
         }
     }
@@ -406,11 +401,13 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
     let mut had_record = false;
     let mut unchecked = 0u32;
     // The batch path; not with a MongoDB sink, whose feed paces the loop record by record.
-    let mut fetch = if mongo.is_none() {
-        FetchQueue::new(&consumer, &s.topic)
-    } else {
-        None
+    let batch_queue = |c: &BaseConsumer<ConsumerCtx>| {
+        mongo
+            .is_none()
+            .then(|| FetchQueue::new(c, &s.topic))
+            .flatten()
     };
+    let mut fetch = batch_queue(&consumer);
     let mut next_forward = Instant::now();
     let mut drain_first = false;
     let mut batch_next: Vec<i64> = Vec::new();
@@ -462,9 +459,7 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
                     switch_user(&job, consumer, &identity, mongo.as_ref(), &mut fetch);
                 if moved {
                     client_user = identity.username;
-                    if mongo.is_none() {
-                        fetch = FetchQueue::new(&consumer, &s.topic);
-                    }
+                    fetch = batch_queue(&consumer);
                 }
             }
             if let Some(cause) = lockout.check(&consumer.context().base) {
@@ -497,20 +492,11 @@ pub fn run(mut job: ConsumerJob) -> anyhow::Result<()> {
         match consumer.poll(wait) {
             None => {}
             Some(Err(e)) => {
-                if let Some(f) = fatal_consume_error(&e, &group, &s.topic) {
+                let mut t = job.shared.tally.lock().expect("poisoned");
+                if let Some(f) = consume_error(&e, &job, Instant::now(), &mut t) {
                     result = Err(f.into());
                     break "not authorized".into();
                 }
-                let at_us = Instant::now()
-                    .saturating_duration_since(job.anchor)
-                    .as_micros();
-                job.shared
-                    .tally
-                    .lock()
-                    .expect("poisoned")
-                    .series
-                    .error(at_us as u64);
-                warn!(error = %e, "consumer error");
             }
             Some(Ok(msg)) => {
                 // One clock read per record serves the idle timer, the window and the latency.
@@ -731,6 +717,24 @@ impl RecordView for RawRecord<'_> {
     }
 }
 
+/// A consumer error, polled or in a batch: the fatal ones (authorization) end the run; the
+/// others are counted in the series and logged.
+fn consume_error(
+    e: &KafkaError,
+    job: &ConsumerJob,
+    at: Instant,
+    t: &mut crate::report::stats::ConsumerTally,
+) -> Option<Failure> {
+    let s = &job.settings;
+    if let Some(f) = fatal_consume_error(e, &s.consumer.group_id, &s.topic) {
+        return Some(f);
+    }
+    let at_us = at.saturating_duration_since(job.anchor).as_micros();
+    t.series.error(at_us as u64);
+    warn!(error = %e, "consumer error");
+    None
+}
+
 /// How a batch ended.
 enum BatchEnd {
     Read,
@@ -757,15 +761,10 @@ fn process_batch<'a>(
     for rec in records {
         if let Some(code) = rec.error() {
             let e = KafkaError::MessageConsumption(code.into());
-            if let Some(f) =
-                fatal_consume_error(&e, &job.settings.consumer.group_id, &job.settings.topic)
-            {
+            if let Some(f) = consume_error(&e, job, now, &mut t) {
                 end = BatchEnd::Fatal(f);
                 break;
             }
-            let at_us = now.saturating_duration_since(job.anchor).as_micros();
-            t.series.error(at_us as u64);
-            warn!(error = %e, partition = rec.partition(), "consumer error");
             continue;
         }
         process(&rec, now, &mut t, job, own_run, log_limit);
@@ -787,7 +786,7 @@ fn process_batch<'a>(
         }
     }
     drop(t);
-    consumer.context().note_stored_all(next);
+    consumer.context().note_stored_all(0, next);
     end
 }
 

@@ -184,11 +184,6 @@ pub struct Batch<'a> {
 }
 
 impl Batch<'_> {
-    /// How many records (and partition errors) the call returned.
-    pub fn len(&self) -> usize {
-        self.messages.len()
-    }
-
     /// Whether the call returned nothing.
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()

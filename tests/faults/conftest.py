@@ -270,11 +270,14 @@ class Brokers:
         self.bed.test_bed("stop", node, timeout=90)
 
     def stop_all(self):
-        """SIGTERM to all three at once (one after another, the last could never finish its
-        controlled shutdown: the quorum is gone); returns once all are gone."""
+        """SIGTERM to all three at once; returns once all are gone. A broker whose controlled
+        shutdown still waits 30 s later is waiting for a controller quorum that has already
+        gone (the others stopped first): it gets SIGKILL, as a whole-cluster outage would give
+        it. Returns the nodes that needed it."""
         self.touched |= {1, 2, 3}
-        procs = [subprocess.Popen([self.bed.script, "stop", str(n)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True) for n in (1, 2, 3)]
+        procs = [subprocess.Popen([self.bed.script, "stop", str(n), "--kill-after", "30"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for n in (1, 2, 3)]
         outs = []
         for p in procs:
             try:
@@ -284,6 +287,7 @@ class Brokers:
                 outs.append(p.communicate()[0])
         left = self.bed.running_nodes()
         assert not left, f"nodes {left} still running after stop: {outs}"
+        return {n for n, out in zip((1, 2, 3), outs) if "SIGKILL" in out}
 
     def start(self, *nodes):
         start_nodes(self.bed, nodes)

@@ -144,7 +144,8 @@ def test_broker_sigterm_stop(bed, brokers, new_topic, new_user, workload, probe,
 
 
 def test_whole_cluster_restart(bed, brokers, new_topic, new_user, workload, probe, figures):
-    """All three brokers stop (controlled shutdown, at once) and start again while the
+    """All three brokers stop (controlled shutdown, at once; the last one's cannot finish
+    without a quorum and it gets SIGKILL 30 s later) and start again while the
     producer keeps sending. --delivery-timeout (librdkafka's message.timeout.ms) is far above
     the outage, so nothing may fail; --idle-timeout keeps the consumer waiting through it. The
     consumer's group session expires meanwhile: bounded duplicates (see check_clean)."""
@@ -157,7 +158,7 @@ def test_whole_cluster_restart(bed, brokers, new_topic, new_user, workload, prob
                          "--idle-timeout", 120)
     wait_producing(w, pr, T.before_fault)
     t_fault = time.monotonic()
-    brokers.stop_all()
+    killed = brokers.stop_all()
     t_down = time.monotonic()
     time.sleep(T.down)
     assert w.running(), f"the run ended while the cluster was down\n{w.tail()}"
@@ -165,7 +166,8 @@ def test_whole_cluster_restart(bed, brokers, new_topic, new_user, workload, prob
     t_up = time.monotonic()
     rc = w.wait(n / T.rate + 200)
     check_clean(bed, w, rc, topic, figures, probe=pr,
-                fault=f"SIGTERM all 3 brokers at once (took {t_down - t_fault:.1f} s), all down "
+                fault=f"SIGTERM all 3 brokers at once (took {t_down - t_fault:.1f} s"
+                f"{f', SIGKILL for {sorted(killed)} after 30 s' if killed else ''}), all down "
                 f"{T.down} s, restart took {t_up - t_down - T.down:.1f} s",
                 recover_ack_s=lambda: pr.resumed(t_fault, "end", t_down),
                 recover_consume_s=lambda: pr.resumed(t_fault, "committed", t_down),

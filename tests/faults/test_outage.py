@@ -35,7 +35,7 @@ def test_outage_longer_than_the_delivery_timeout(bed, brokers, new_topic, new_us
     wait_for_progress(pr, "end", RATE * T.before_fault, timeout=T.before_fault + 60,
                       what="acknowledgements before the outage", procs=[w])
     t_fault = time.monotonic()
-    brokers.stop_all()
+    killed = brokers.stop_all()
     t_down = time.monotonic()
     time.sleep(down_s)
     assert w.running(), f"the run ended during the outage\n{w.tail()}"
@@ -50,7 +50,7 @@ def test_outage_longer_than_the_delivery_timeout(bed, brokers, new_topic, new_us
     failed = ranges_to_set(p["failed_seqs"])
     ta = audit_topic(bed, topic, p, res["run_id"])
     figures(fault=f"all 3 brokers down {t_up - t_down:.1f} s (stop took {t_down - t_fault:.1f} "
-            f"s) with --delivery-timeout {DELIVERY_TIMEOUT_S} s",
+            f"s{f', SIGKILL for {sorted(killed)}' if killed else ''}) with --delivery-timeout {DELIVERY_TIMEOUT_S} s",
             producer=res, consumer=res, not_delivered=audit.get("not_delivered"),
             failed_ranges=len(p["failed_seqs"]), topic_records=ta.records,
             topic_duplicates=ta.duplicates,

@@ -18,7 +18,7 @@ use super::result::{
     Span, Throughput, TxnResult, READABLE_SCHEMAS, SCHEMA,
 };
 use super::stats::{interval_histogram, latency_histogram};
-use crate::workload::audit::Audit;
+use crate::workload::audit::{add_count, sum_counts, Audit};
 
 /// Reads one `--json` result, checking its schema: v2, or v1 (read as a v2 result without
 /// time series or settings).
@@ -104,14 +104,14 @@ pub fn merge_series<'a>(
     let mut start = first;
     while start <= last {
         let here = by_start.get(&start).map(Vec::as_slice).unwrap_or(&[]);
-        let sum = |f: fn(&Point) -> u64| here.iter().map(|p| f(p)).sum::<u64>();
+        let sum = |what, f: fn(&Point) -> u64| sum_counts(here.iter().map(|p| f(p)), what);
         points.push(Point {
             start_unix_us: start,
-            sent: sum(|p| p.sent),
-            acked: sum(|p| p.acked),
-            consumed: sum(|p| p.consumed),
-            bytes: sum(|p| p.bytes),
-            errors: sum(|p| p.errors),
+            sent: sum("series' sent", |p| p.sent)?,
+            acked: sum("series' acked", |p| p.acked)?,
+            consumed: sum("series' consumed", |p| p.consumed)?,
+            bytes: sum("series' bytes", |p| p.bytes)?,
+            errors: sum("series' errors", |p| p.errors)?,
             ack: merge_lat(here.iter().filter_map(|p| p.ack.as_ref()).collect())?,
             e2e: merge_lat(here.iter().filter_map(|p| p.e2e.as_ref()).collect())?,
         });
@@ -134,19 +134,24 @@ fn windows<'a>(spans: impl Iterator<Item = &'a Option<Span>>) -> (Option<Span>, 
 }
 
 fn merge_producers(parts: &[&ProducerResult]) -> anyhow::Result<ProducerResult> {
-    let sum = |f: fn(&ProducerResult) -> u64| parts.iter().map(|p| f(p)).sum::<u64>();
-    let (acked, bytes) = (sum(|p| p.acked), sum(|p| p.bytes));
+    let sum = |what, f: fn(&ProducerResult) -> u64| sum_counts(parts.iter().map(|p| f(p)), what);
+    let (acked, bytes) = (sum("acked", |p| p.acked)?, sum("bytes", |p| p.bytes)?);
     let (window, busy) = windows(parts.iter().map(|p| &p.window));
     let mut errors = std::collections::BTreeMap::new();
     for p in parts {
-        for (e, n) in &p.errors {
-            *errors.entry(e.clone()).or_insert(0) += n;
+        for (e, &n) in &p.errors {
+            let total: &mut u64 = errors.entry(e.clone()).or_insert(0);
+            *total = add_count(*total, n, "producer errors")?;
         }
     }
+    let mut client = ClientEvents::default();
+    for p in parts {
+        client.add(&p.client)?;
+    }
     Ok(ProducerResult {
-        sent: sum(|p| p.sent),
+        sent: sum("sent", |p| p.sent)?,
         acked,
-        failed: sum(|p| p.failed),
+        failed: sum("failed", |p| p.failed)?,
         bytes,
         window,
         throughput: Throughput::new(acked, bytes, busy),
@@ -158,10 +163,7 @@ fn merge_producers(parts: &[&ProducerResult]) -> anyhow::Result<ProducerResult> 
             [one] => one.failed_seqs.clone(),
             _ => Default::default(),
         },
-        client: parts.iter().fold(ClientEvents::default(), |mut all, p| {
-            all.add(&p.client);
-            all
-        }),
+        client,
         transactions: merge_transactions(parts.iter().filter_map(|p| p.transactions.as_ref()))?,
         series: merge_series(parts.iter().map(|p| p.series.as_ref()))?,
     })
@@ -178,19 +180,19 @@ fn merge_transactions<'a>(
         [one] => return Ok(Some((*one).clone())),
         [first, ..] => first,
     };
-    let sum = |f: fn(&TxnResult) -> u64| parts.iter().map(|t| f(t)).sum::<u64>();
+    let sum = |what, f: fn(&TxnResult) -> u64| sum_counts(parts.iter().map(|t| f(t)), what);
     Ok(Some(TxnResult {
         transactional_id: join_distinct(parts.iter().map(|t| t.transactional_id.as_str())),
         size: first.size,
         abort_rate: first.abort_rate,
-        committed: sum(|t| t.committed),
-        aborted: sum(|t| t.aborted),
-        failed_commits: sum(|t| t.failed_commits),
-        committed_messages: sum(|t| t.committed_messages),
-        aborted_messages: sum(|t| t.aborted_messages),
+        committed: sum("committed transactions", |t| t.committed)?,
+        aborted: sum("aborted transactions", |t| t.aborted)?,
+        failed_commits: sum("failed commits", |t| t.failed_commits)?,
+        committed_messages: sum("committed messages", |t| t.committed_messages)?,
+        aborted_messages: sum("aborted messages", |t| t.aborted_messages)?,
         committed_seqs: Default::default(),
         aborted_seqs: Default::default(),
-        purged: sum(|t| t.purged),
+        purged: sum("purged messages", |t| t.purged)?,
         in_doubt_from: None,
         commit_latency: merge_latency(parts.iter().map(|t| &t.commit_latency))?,
         abort_latency: merge_latency(parts.iter().map(|t| &t.abort_latency))?,
@@ -224,28 +226,35 @@ fn max_opt(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
 }
 
 fn merge_consumers(parts: &[&ConsumerResult]) -> anyhow::Result<ConsumerResult> {
-    let records: u64 = parts.iter().map(|c| c.records).sum();
-    let bytes: u64 = parts.iter().map(|c| c.bytes).sum();
+    let records = sum_counts(parts.iter().map(|c| c.records), "records")?;
+    let bytes = sum_counts(parts.iter().map(|c| c.bytes), "bytes")?;
     let (window, busy) = windows(parts.iter().map(|c| &c.window));
     // Consumers of one group share its records: what two of them both read arrived twice.
     // Different groups each read everything: overlap between them is expected.
     let mut groups: Vec<(&str, Audit)> = Vec::new();
     for c in parts {
         match groups.iter_mut().find(|(g, _)| *g == c.group_id) {
-            Some((_, audit)) => audit.merge(&c.audit.audit()),
+            Some((_, audit)) => audit.merge(&c.audit.audit())?,
             None => groups.push((&c.group_id, c.audit.audit())),
         }
     }
     let mut audit = Audit::default();
     for (_, group) in &groups {
-        audit.merge_group(group);
+        audit.merge_group(group)?;
     }
     // Each consumer's expectation was about what it alone would read; together they add up.
-    let expected = parts
-        .iter()
-        .filter_map(|c| c.audit.expected)
-        .reduce(|a, b| a + b);
-    let not_json = parts.iter().map(|c| c.audit.not_json).sum();
+    let expected = match parts.iter().any(|c| c.audit.expected.is_some()) {
+        true => Some(sum_counts(
+            parts.iter().filter_map(|c| c.audit.expected),
+            "expected records",
+        )?),
+        false => None,
+    };
+    let not_json = sum_counts(parts.iter().map(|c| c.audit.not_json), "non-JSON records")?;
+    let mut client = ClientEvents::default();
+    for c in parts {
+        client.add(&c.client)?;
+    }
     let reasons: Vec<String> = parts.iter().filter_map(|c| c.stop_reason.clone()).collect();
     Ok(ConsumerResult {
         group_id: join_distinct(parts.iter().map(|c| c.group_id.as_str())),
@@ -261,10 +270,7 @@ fn merge_consumers(parts: &[&ConsumerResult]) -> anyhow::Result<ConsumerResult> 
         stop_reason: (!reasons.is_empty())
             .then(|| join_distinct(reasons.iter().map(String::as_str)).replace(',', "; ")),
         audit: AuditResult::from_audit(&audit, not_json, expected),
-        client: parts.iter().fold(ClientEvents::default(), |mut all, c| {
-            all.add(&c.client);
-            all
-        }),
+        client,
         series: merge_series(parts.iter().map(|c| c.series.as_ref()))?,
     })
 }

@@ -19,7 +19,7 @@ use super::stats::{
     decode_histogram, encode_histogram, ClosedLatency, ConsumerTally, Percentiles, ProducerTally,
     SeriesTally, TxnTally, Window,
 };
-use crate::workload::audit::{Audit, RangeSet, RunAudit};
+use crate::workload::audit::{add_count, Audit, RangeSet, RunAudit};
 
 /// Schema identifier written into every JSON result.
 pub const SCHEMA: &str = "kafka-workload/result/v2";
@@ -385,15 +385,23 @@ impl ClientEvents {
         *self == ClientEvents::default()
     }
 
-    /// Adds another client's events (for fleet merges).
-    pub fn add(&mut self, other: &ClientEvents) {
-        for (k, n) in &other.errors {
-            *self.errors.entry(k.clone()).or_insert(0) += n;
+    /// Adds another client's events (for fleet merges); an error when a count would pass
+    /// u64::MAX.
+    pub fn add(&mut self, other: &ClientEvents) -> anyhow::Result<()> {
+        for (k, &n) in &other.errors {
+            let total = self.errors.entry(k.clone()).or_insert(0);
+            *total = add_count(*total, n, "client errors")?;
         }
-        self.retries += other.retries;
-        self.request_timeouts += other.request_timeouts;
-        self.disconnects += other.disconnects;
-        self.leader_changes += other.leader_changes;
+        self.retries = add_count(self.retries, other.retries, "retries")?;
+        self.request_timeouts = add_count(
+            self.request_timeouts,
+            other.request_timeouts,
+            "request timeouts",
+        )?;
+        self.disconnects = add_count(self.disconnects, other.disconnects, "disconnects")?;
+        self.leader_changes =
+            add_count(self.leader_changes, other.leader_changes, "leader changes")?;
+        Ok(())
     }
 }
 

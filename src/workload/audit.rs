@@ -43,8 +43,10 @@ impl<'de> Deserialize<'de> for RangeSet {
 }
 
 impl RangeSet {
-    /// Inserts `v`; false if it was already present.
+    /// Inserts `v`; false if it was already present. The set holds `[0, u64::MAX)`: inserting
+    /// u64::MAX is a caller's error (its range would end past u64).
     pub fn insert(&mut self, v: u64) -> bool {
+        assert!(v < u64::MAX, "RangeSet holds values below u64::MAX");
         // The range starting at or before v.
         let before = self.ranges.range(..=v).next_back().map(|(&s, &e)| (s, e));
         if let Some((_, e)) = before {
@@ -224,6 +226,9 @@ pub enum Observation {
     NewOutOfOrder,
     /// It had arrived before.
     Duplicate,
+    /// A sequence number of u64::MAX, which no run reaches and the half-open ranges cannot
+    /// hold: counted as foreign.
+    Foreign,
 }
 
 /// The audit across every run seen by one consumer.
@@ -238,6 +243,10 @@ pub struct Audit {
 impl Audit {
     /// Records a kafka-workload message.
     pub fn record(&mut self, run_id: &str, partition: i32, seq: u64) -> Observation {
+        if seq == u64::MAX {
+            self.foreign += 1;
+            return Observation::Foreign;
+        }
         let run = match self.runs.get_mut(run_id) {
             Some(run) => run,
             None => self.runs.entry(run_id.to_string()).or_default(),
@@ -289,30 +298,46 @@ impl Audit {
             .sum()
     }
 
-    /// Folds another consumer's audit into this one (for fleet merges).
-    pub fn merge(&mut self, other: &Audit) {
-        self.foreign += other.foreign;
+    /// Folds another consumer's audit into this one (for fleet merges); an error when a count
+    /// would pass u64::MAX (audits read from files can claim anything).
+    pub fn merge(&mut self, other: &Audit) -> anyhow::Result<()> {
+        self.foreign = add_count(self.foreign, other.foreign, "foreign records")?;
         for (id, theirs) in &other.runs {
             let mine = self.runs.entry(id.clone()).or_default();
             let new = mine.seen.merge(&theirs.seen);
             // What both consumers saw arrived twice across the fleet.
-            mine.duplicates += theirs.duplicates + (theirs.seen.len() - new);
-            mine.out_of_order += theirs.out_of_order;
+            let twice = add_count(theirs.duplicates, theirs.seen.len() - new, "duplicates")?;
+            mine.duplicates = add_count(mine.duplicates, twice, "duplicates")?;
+            mine.out_of_order = add_count(mine.out_of_order, theirs.out_of_order, "out-of-order")?;
         }
+        Ok(())
     }
 
     /// Folds in the audit of another consumer group: each group reads every record, so what
     /// both saw is not a duplicate; only each group's own duplicates count. Foreign records
     /// are the same ones read again: the larger count stands.
-    pub fn merge_group(&mut self, other: &Audit) {
+    pub fn merge_group(&mut self, other: &Audit) -> anyhow::Result<()> {
         self.foreign = self.foreign.max(other.foreign);
         for (id, theirs) in &other.runs {
             let mine = self.runs.entry(id.clone()).or_default();
             mine.seen.merge(&theirs.seen);
-            mine.duplicates += theirs.duplicates;
-            mine.out_of_order += theirs.out_of_order;
+            mine.duplicates = add_count(mine.duplicates, theirs.duplicates, "duplicates")?;
+            mine.out_of_order = add_count(mine.out_of_order, theirs.out_of_order, "out-of-order")?;
         }
+        Ok(())
     }
+}
+
+/// `a + b` for counts merged from several results, or an error naming the count: inputs are
+/// files, and a sum that wrapped would be a wrong figure reported as a right one.
+pub fn add_count(a: u64, b: u64, what: &str) -> anyhow::Result<u64> {
+    a.checked_add(b)
+        .ok_or_else(|| anyhow::anyhow!("cannot merge: the {what} add up past {}", u64::MAX))
+}
+
+/// The sum of counts merged from several results; an error as for [`add_count`].
+pub fn sum_counts(counts: impl IntoIterator<Item = u64>, what: &str) -> anyhow::Result<u64> {
+    counts.into_iter().try_fold(0, |a, b| add_count(a, b, what))
 }
 
 #[cfg(test)]
@@ -447,7 +472,7 @@ mod tests {
         for s in 5..15 {
             b.record("r", 1, s);
         }
-        a.merge(&b);
+        a.merge(&b).unwrap();
         assert_eq!(a.distinct(), 15);
         assert_eq!(a.duplicates(), 5);
         assert_eq!(a.gaps(), 0);

@@ -320,7 +320,7 @@ pub fn merge(results: &[RunResult]) -> anyhow::Result<RunResult> {
             Some(merged)
         },
         checks: Vec::new(),
-        mongo: crate::sink::MongoResult::merged(results.iter().filter_map(|r| r.mongo.as_ref())),
+        mongo: crate::sink::MongoResult::merged(results.iter().filter_map(|r| r.mongo.as_ref()))?,
         settings: Default::default(),
     })
 }

@@ -10,6 +10,8 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
+use crate::workload::audit::add_count;
+
 /// Characters MongoDB forbids in database names.
 const FORBIDDEN: &str = "/\\. \"$*<>:|?\0";
 /// MongoDB's limit on a database name, in bytes.
@@ -79,8 +81,11 @@ pub struct MongoResult {
 
 impl MongoResult {
     /// Several instances' results as one: counts added per collection, distinct database names
-    /// joined with `,`; `None` when none of them used MongoDB.
-    pub fn merged<'a>(parts: impl IntoIterator<Item = &'a MongoResult>) -> Option<MongoResult> {
+    /// joined with `,`; `None` when none of them used MongoDB; an error when a count would pass
+    /// u64::MAX.
+    pub fn merged<'a>(
+        parts: impl IntoIterator<Item = &'a MongoResult>,
+    ) -> anyhow::Result<Option<MongoResult>> {
         let mut out: Option<MongoResult> = None;
         for part in parts {
             let m = out.get_or_insert_with(Default::default);
@@ -99,15 +104,16 @@ impl MongoResult {
                         collection: add.collection.clone(),
                         ..Default::default()
                     });
-                    sum.written += add.written;
-                    sum.duplicates += add.duplicates;
-                    sum.batches += add.batches;
-                    sum.retries += add.retries;
-                    sum.unstored += add.unstored;
+                    sum.written = add_count(sum.written, add.written, "MongoDB writes")?;
+                    sum.duplicates =
+                        add_count(sum.duplicates, add.duplicates, "MongoDB duplicates")?;
+                    sum.batches = add_count(sum.batches, add.batches, "MongoDB batches")?;
+                    sum.retries = add_count(sum.retries, add.retries, "MongoDB retries")?;
+                    sum.unstored = add_count(sum.unstored, add.unstored, "unstored records")?;
                 }
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -195,12 +201,14 @@ mod tests {
             }),
             producer: None,
         };
-        let m = MongoResult::merged([&part("t", 5), &part("t", 7), &part("u", 1)]).unwrap();
+        let m = MongoResult::merged([&part("t", 5), &part("t", 7), &part("u", 1)])
+            .unwrap()
+            .unwrap();
         assert_eq!(m.database, "t,u");
         let c = m.consumer.unwrap();
         assert_eq!((c.written, c.duplicates), (13, 3));
         assert!(m.producer.is_none());
-        assert_eq!(MongoResult::merged([]), None);
+        assert_eq!(MongoResult::merged([]).unwrap(), None);
     }
 
     #[test]

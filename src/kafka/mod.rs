@@ -10,5 +10,6 @@ pub mod consumer;
 pub mod context;
 pub mod fetch;
 pub mod producer;
+pub mod topic;
 
 pub use config::{client_config, properties, Role};

@@ -13,13 +13,14 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::config::{client_config, Role};
 use super::context::WorkloadContext;
+use super::topic::TopicHandle;
 use crate::config::{LogLimit, Settings};
 use crate::error::Failure;
 use crate::report::stats::{record_latency, ProducerShared};
@@ -532,6 +533,8 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
             break;
         }
     }
+    // Sends go through a handle on the topic, renewed with the client (a rotation replaces it).
+    let mut topic = TopicHandle::new(producer.client(), &s.topic)?;
     let started = Instant::now();
     let start_us = job.anchor.elapsed().as_micros() as u64;
     // The wall clock is read once: each message's `timestamp` is this plus the monotonic clock,
@@ -572,7 +575,9 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
                     t.end(&producer, &job.shared, seq)?;
                 }
                 let moved;
+                drop(topic);
                 (producer, moved) = switch_user(&job, producer, &identity);
+                topic = TopicHandle::new(producer.client(), &s.topic)?;
                 if moved {
                     client_user = identity.username;
                 }
@@ -628,14 +633,11 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
         uuid::Uuid::new_v4().simple().encode_lower(&mut id_hex);
         let value = writer.write(seq, epoch_us, &id_hex, sent_at.as_nanos() as u64);
         let stamp = SendStamp::new(scheduled_us, sent_us);
-        let mut record: BaseRecord<'_, (), [u8], usize> =
-            BaseRecord::with_opaque_to(&s.topic, stamp.0 as usize).payload(value);
         let mut waits: u32 = 0;
         let handed_over = loop {
-            match producer.send(record) {
+            match topic.send(value, stamp.0 as usize) {
                 Ok(()) => break true,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
+                Err(RDKafkaErrorCode::QueueFull) => {
                     if job.cancel.is_cancelled()
                         || producer.context().has_fatal.load(Ordering::Relaxed)
                     {
@@ -651,7 +653,8 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
                     }
                     std::thread::sleep(Duration::from_micros(500));
                 }
-                Err((e, _)) => {
+                Err(code) => {
+                    let e = KafkaError::MessageProduction(code);
                     job.shared.done.store(true, Ordering::SeqCst);
                     if let Some(fatal) = fatal_failure(&producer) {
                         return Err(fatal);

@@ -47,30 +47,19 @@ pub fn push_u64(out: &mut Vec<u8>, v: u64) {
     push_u64_width(out, v, 1);
 }
 
-/// Appends `v` in decimal, left-padded with zeros to at least `width` digits (at most 20).
-fn push_u64_width(out: &mut Vec<u8>, mut v: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let start = i.min(digits.len().saturating_sub(width));
-    out.extend_from_slice(&digits[start..]);
+/// Appends `v` in decimal, left-padded with zeros to at least `width` digits. itoa writes two
+/// digits per step from a table: digit by digit, the value's four numbers were a fifth of the
+/// send loop's instructions (callgrind).
+fn push_u64_width(out: &mut Vec<u8>, v: u64, width: usize) {
+    let mut buf = itoa::Buffer::new();
+    let text = buf.format(v).as_bytes();
+    out.resize(out.len() + width.saturating_sub(text.len()), b'0');
+    out.extend_from_slice(text);
 }
 
 /// How many decimal digits `v` takes.
-fn digits(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 10 {
-        v /= 10;
-        n += 1;
-    }
-    n
+fn digits(v: u64) -> usize {
+    v.checked_ilog10().map_or(1, |l| l as usize + 1)
 }
 
 /// Python's repr of an epoch timestamp with microsecond precision: shortest digits, at least one

@@ -83,6 +83,10 @@ MIN_VALUE_SIZE = 256
 CURVE_PARTITIONS = [1, 6, 24]
 CURVE_SIZES = [256, 1024, 10240]
 LATENCY_LOADS = [50, 90]
+# The warm-up (Bench.warm_up): rounds of this many messages until the median rate of the last
+# three is within 10% of the three before (at least six rounds), or the time limit per bed size.
+WARM_UP_ROUND = 200_000
+WARM_UP_LIMIT_S = {1: 90, 3: 240}
 # rdkafka_performance sets linger.ms=1000 for itself, and waits for its last delivery reports
 # without a flush, so the last partial batch of every run would wait up to a second inside its
 # own window: it gets librdkafka's (and Kafka's, and kafka-workload's) 5 ms instead.
@@ -221,6 +225,18 @@ def parse_rdkafka_performance(stdout):
                 r["latency_ms"] = dict(zip(("curr", "avg", "lo", "hi"), map(float, g[5:9])))
             return r
     return None
+
+
+def warmed_up(rates):
+    """True once the warm-up's rate has stopped climbing: the median of the last three rounds is
+    at most 10% above the median of the three before."""
+    if len(rates) < 6:
+        return False
+    return median(rates[-3:]) <= 1.10 * median(rates[-6:-3])
+
+
+def warm_up_rule():
+    return "the median of the last 3 rounds is within 10% of the 3 before (at least 6 rounds)"
 
 
 def rkp_seconds(p):
@@ -856,6 +872,7 @@ class Bench:
         self.work = os.path.join(out, "work")
         self.bed = None
         self.beds = []  # every bed used, in order (for the report)
+        self.warm_ups = []  # one per bed: the warm-up rounds' rates
         self.clients = None
         self.admin = None
         self.kcat_values = {}
@@ -980,19 +997,54 @@ class Bench:
         return rec
 
     def warm_up(self):
+        """Rounds of kafka-workload producing until the brokers' rate stops climbing, then one
+        round over each other protocol. A freshly started broker is a cold JVM: on the 3-broker
+        bed the first million messages ran at a fifth to a half of the rate reached later, and a
+        fixed 100,000-message warm-up left the first section measuring the JIT compiler."""
         topic = self.topic(f"{self.bed.brokers}b", "warmup")
         self.create(topic, PARTITIONS)
-        n = min(self.args.messages, 100000)
+        size = self.args.value_sizes[0]
+        limit = WARM_UP_LIMIT_S[self.bed.brokers]
+        rates = []
+        t0 = time.monotonic()
+        self.log(
+            f"warm-up: rounds of {WARM_UP_ROUND:,} x {size} B over PLAINTEXT until {warm_up_rule()}"
+            f" (at most {limit} s; not counted)"
+        )
+        while not warmed_up(rates) and time.monotonic() - t0 < limit:
+            rate = self.warm_up_round(topic, "PLAINTEXT", size)
+            if rate is None:
+                break
+            rates.append(rate)
+            self.log(f"  warm-up round {len(rates)}: {rate:,.0f} msgs/s")
         for proto in self.args.protocols:
-            plan = self.clients.producer(
-                "kafka-workload", proto, topic, "@JSON@", n, self.args.value_sizes[0]
-            )
-            self.log(f"warm-up over {proto} ({n} messages, not counted)")
-            argv = [a if a != "@JSON@" else os.devnull for a in plan.argv]
-            env = dict(os.environ)
-            env.update(plan.env_extra)
-            subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if proto != "PLAINTEXT":
+                self.log(f"warm-up over {proto} (one round, not counted)")
+                self.warm_up_round(topic, proto, size)
+        self.warm_ups.append({
+            "brokers": self.bed.brokers,
+            "rounds_msgs_per_s": [round(r) for r in rates],
+            "seconds": round(time.monotonic() - t0, 1),
+            "converged": warmed_up(rates),
+        })
         self.admin.delete([topic])
+
+    def warm_up_round(self, topic, proto, size):
+        """One warm-up run; its producer msgs/s (None if it failed)."""
+        path = os.path.join(self.work, "warm-up.json")
+        plan = self.clients.producer("kafka-workload", proto, topic, path, WARM_UP_ROUND, size)
+        env = dict(os.environ)
+        env.update(plan.env_extra)
+        done = subprocess.run(plan.argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with open(path, encoding="utf-8") as f:
+                rate = json.load(f)["producer"]["throughput"]["msgs_per_sec"]
+        except (OSError, ValueError, KeyError, TypeError):
+            rate = None
+        if done.returncode != 0 or not rate:
+            self.log(f"  warm-up over {proto} failed (exit {done.returncode}); measuring anyway")
+            return None
+        return rate
 
     def produce_then_consume(self, k, rep, proto, size, partitions, n, producers, consumers, tags, label):
         """Every producer once to a topic of its own, then every consumer once over
@@ -1421,9 +1473,22 @@ def markdown(rows, memory, checks, meta, extra=()):
     if meta.get("bench_command"):
         out.append(f"Run with `{meta['bench_command']}`; every client command is in commands.sh.")
         out.append("")
+    for w in meta.get("warm_ups", []):
+        out.append(warm_up_line(w))
+        out.append("")
     out.append(f"Machine: {meta['machine']}")
     out.append(f"Clients: {meta['versions']}")
     return "\n".join(out)
+
+
+def warm_up_line(w):
+    rounds = w["rounds_msgs_per_s"]
+    how = "" if w["converged"] else f"; stopped by its {WARM_UP_LIMIT_S[w['brokers']]} s limit, still climbing"
+    return (
+        f"Warm-up on the {w['brokers']}-broker bed, not counted: {len(rounds)} rounds of "
+        f"{WARM_UP_ROUND:,} messages by kafka-workload in {w['seconds']:.0f} s until "
+        f"{warm_up_rule()}{how}; msgs/s per round: {', '.join(f'{r:,}' for r in rounds) or 'none'}."
+    )
 
 
 def machine_info():
@@ -1631,6 +1696,7 @@ def run(args, argv, sections):
         "machine": machine_info(),
         "versions": versions(bench.bed, bench.clients.kcat_env, rkp) if bench.bed else "?",
         "memory_runs": getattr(bench, "memory_runs", {}),
+        "warm_ups": bench.warm_ups,
         "latency": {
             "brokers": lat_brokers,
             "size": args.value_sizes[0],

@@ -14,6 +14,10 @@ use crate::error::ConfigError;
 /// The producer's queue cap (`queue.buffering.max.messages`): it bounds the producer's memory
 /// (see where it is set); the send loop waits for half of it to drain when it is full.
 pub const PRODUCER_QUEUE_MESSAGES: u32 = 25_000;
+/// The producer's `batch.num.messages` (librdkafka's default since 1.9, set so it stays).
+pub const BATCH_MESSAGES: usize = 10_000;
+/// librdkafka's default `batch.size`, which kafka-workload leaves as it is.
+pub const BATCH_BYTES: usize = 1_000_000;
 
 /// Which client the properties are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +101,7 @@ pub fn properties(
                 "message.timeout.ms",
                 &settings.producer.delivery_timeout.as_millis().to_string(),
             );
-            set(&mut p, "batch.num.messages", "10000");
+            set(&mut p, "batch.num.messages", &BATCH_MESSAGES.to_string());
             if let Some(txn) = &settings.producer.transactions {
                 // The id is the run's (derived from its run id when not given): the caller sets
                 // `transactional.id`. librdkafka refuses a message timeout longer than the
@@ -118,9 +122,15 @@ pub fn properties(
                 &PRODUCER_QUEUE_MESSAGES.to_string(),
             );
             set(&mut p, "queue.buffering.max.kbytes", "65536");
-            if settings.cluster == Cluster::Mock {
+            if own_partitioner(settings) {
+                // librdkafka hands a keyless message to its own sticky partitioner, not to the
+                // configured one, unless stickiness is off: kafka-workload's partitioner
+                // (src/kafka/topic.rs) sees every message only with this at 0.
+                set(&mut p, "sticky.partitioning.linger.ms", "0");
+            } else if settings.cluster == Cluster::Mock {
                 // The mock cluster keeps only the newest 5 MB of each partition; spreading
-                // messages evenly keeps a run of 100,000 whole.
+                // messages evenly keeps a run of 100,000 whole (as kafka-workload's own
+                // partitioner does when `-X` has not handed partitioning to librdkafka).
                 set(&mut p, "sticky.partitioning.linger.ms", "0");
             }
         }
@@ -163,6 +173,15 @@ pub fn properties(
         p.insert(k.clone(), v.clone());
     }
     Ok(p)
+}
+
+/// Whether the producer partitions with kafka-workload's turns (src/kafka/topic.rs): unless `-X`
+/// sets librdkafka's `partitioner` or `sticky.partitioning.linger.ms`, which then rule.
+pub fn own_partitioner(settings: &Settings) -> bool {
+    !settings
+        .overrides
+        .iter()
+        .any(|(k, _)| k == "partitioner" || k == "sticky.partitioning.linger.ms")
 }
 
 fn set(p: &mut BTreeMap<String, String>, k: &str, v: &str) {
@@ -218,6 +237,28 @@ mod tests {
         assert!(!p.keys().any(|k| k.starts_with("ssl.")));
         assert_eq!(p["acks"], "all");
         assert_eq!(p["enable.idempotence"], "true");
+    }
+
+    #[test]
+    fn the_producer_partitions_in_turns_unless_x_hands_partitioning_to_librdkafka() {
+        let base = ["--producer", "-s", "b:9095", "-x", "PLAINTEXT"];
+        let s = settings(&base);
+        assert!(own_partitioner(&s));
+        let p = properties(&s, Role::Producer, "b:9095").unwrap();
+        assert_eq!(p["sticky.partitioning.linger.ms"], "0");
+        for x in [
+            "partitioner=murmur2_random",
+            "sticky.partitioning.linger.ms=25",
+        ] {
+            let s = settings(&[&base[..], &["-X", x]].concat());
+            assert!(!own_partitioner(&s), "{x}");
+            let p = properties(&s, Role::Producer, "b:9095").unwrap();
+            let (k, v) = x.split_once('=').unwrap();
+            assert_eq!(p.get(k).map(String::as_str), Some(v), "{x}");
+            if k == "partitioner" {
+                assert!(!p.contains_key("sticky.partitioning.linger.ms"), "{x}");
+            }
+        }
     }
 
     #[test]

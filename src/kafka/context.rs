@@ -122,7 +122,7 @@ pub fn set_sasl_password<C: ClientContext>(
     }
 }
 
-/// A client of `role` for a new user: made by `create`, and kept only if it reaches the topic's
+/// A client of `role` for a new user: made by `create`, and kept only if it reaches the cluster's
 /// metadata within --connect-timeout. `None` (the reason logged) keeps the caller on its
 /// current client.
 pub fn client_for_new_user<T, C: ClientContext>(
@@ -139,7 +139,11 @@ pub fn client_for_new_user<T, C: ClientContext>(
             return None;
         }
     };
-    if let Err(e) = client(&fresh).fetch_metadata(Some(&settings.topic), settings.connect_timeout) {
+    // Metadata of all topics, not of the one named: naming it would open the topic in the new
+    // client before the producer opens it with its partitioner (the first opening's
+    // configuration is the one librdkafka keeps). Either request fails the same way for a user
+    // who cannot authenticate.
+    if let Err(e) = client(&fresh).fetch_metadata(None, settings.connect_timeout) {
         warn!(error = %e, user, "the {role} cannot reach the topic as the new user; keeping the current one");
         return None;
     }

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use super::config::{client_config, Role};
 use super::context::WorkloadContext;
-use super::topic::TopicHandle;
+use super::topic::{TopicHandle, Turns};
 use crate::config::{LogLimit, Settings};
 use crate::error::Failure;
 use crate::report::stats::{record_latency, ProducerShared};
@@ -463,6 +463,32 @@ fn drain(producer: &ThreadedProducer<ProducerCtx>, timeout: Duration) -> Result<
     Ok(())
 }
 
+/// kafka-workload's partitioner (partitions take turns of a batch each) for values of
+/// `value_bytes`, unless `-X` chose librdkafka's ([`super::config::own_partitioner`]); batch
+/// limits given with `-X` size the turns.
+fn turns(s: &crate::config::Settings, value_bytes: usize) -> Option<Turns> {
+    if !super::config::own_partitioner(s) {
+        return None;
+    }
+    let set = |key: &str| {
+        s.overrides
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    };
+    let limit = |key: &str, default: usize| {
+        set(key)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(default)
+    };
+    Some(Turns::new(
+        value_bytes,
+        limit("batch.num.messages", super::config::BATCH_MESSAGES),
+        limit("batch.size", super::config::BATCH_BYTES),
+    ))
+}
+
 /// Sets the producer's `done` flag when dropped, on every way out of [`run`].
 struct DoneOnDrop(Arc<ProducerShared>);
 
@@ -518,6 +544,11 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
     let total = s.producer.num_messages;
     let interval = s.producer.rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let window_start = Instant::now();
+    // Sends go through a handle on the topic, renewed with the client (a rotation replaces it).
+    // It is opened first: the metadata requests below name the topic too, and librdkafka takes
+    // the partitioner from the first opening.
+    let value_bytes = writer.write(0, 0, &[b'0'; 32], 0).len();
+    let mut topic = TopicHandle::new(producer.client(), &s.topic, turns(s, value_bytes))?;
     // Two metadata round trips before the first send. librdkafka asks for the idempotent
     // producer's id when a metadata answer arrives, but only if a broker connection is up then;
     // the bootstrap connection closes once the first answer names the real brokers, so without
@@ -533,8 +564,6 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
             break;
         }
     }
-    // Sends go through a handle on the topic, renewed with the client (a rotation replaces it).
-    let mut topic = TopicHandle::new(producer.client(), &s.topic)?;
     let started = Instant::now();
     let start_us = job.anchor.elapsed().as_micros() as u64;
     // The wall clock is read once: each message's `timestamp` is this plus the monotonic clock,
@@ -577,7 +606,7 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
                 let moved;
                 drop(topic);
                 (producer, moved) = switch_user(&job, producer, &identity);
-                topic = TopicHandle::new(producer.client(), &s.topic)?;
+                topic = TopicHandle::new(producer.client(), &s.topic, turns(s, value_bytes))?;
                 if moved {
                     client_user = identity.username;
                 }

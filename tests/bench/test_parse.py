@@ -269,3 +269,23 @@ def test_sections_of_each_plan():
     assert sections(latency=True, memory=[]) == [("rows", 1), ("latency", 1)]
     assert sections(brokers=3) == [("rows", 3), ("curve", 3)]
     assert sections(plan="full") == [("rows", 1), ("memory", 1), ("latency", 1), ("rows", 3), ("curve", 3)]
+
+
+def test_warm_up_ends_when_the_rate_stops_climbing_and_says_how_it_ended():
+    # Fewer than six rounds never suffice, however flat.
+    assert not bench.warmed_up([100_000] * 5)
+    # Still climbing: the last three's median (150k) is 50% above the three before (100k).
+    assert not bench.warmed_up([20_000, 100_000, 120_000, 140_000, 150_000, 160_000])
+    # A plateau with noise: 110k is within 10% of 105k.
+    assert bench.warmed_up([21_775, 50_361, 145_309, 104_185, 131_457, 110_000, 157_007, 90_000])
+    # A drop after a plateau also counts as no longer climbing.
+    assert bench.warmed_up([300_000] * 3 + [150_000] * 3)
+    line = bench.warm_up_line(
+        {"brokers": 3, "rounds_msgs_per_s": [21775, 50361], "seconds": 240.4, "converged": False}
+    )
+    assert "3-broker bed" in line and "2 rounds" in line and "240 s" in line
+    assert "stopped by its 240 s limit, still climbing" in line and "21,775, 50,361" in line
+    done = bench.warm_up_line(
+        {"brokers": 1, "rounds_msgs_per_s": [700_000] * 6, "seconds": 3.2, "converged": True}
+    )
+    assert "limit" not in done and "6 rounds" in done

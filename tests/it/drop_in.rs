@@ -600,3 +600,76 @@ fn kill_9_leaves_whole_log_lines_and_the_previous_complete_json() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// Partitions take turns of one batch's worth of messages (src/kafka/topic.rs): 40,000 unpaced
+/// values of 1 KiB (976 a turn: librdkafka's 1 MB batch.size) over 4 partitions, read back by
+/// kcat with each record's partition. In sequence order, no run of consecutive messages on one
+/// partition is longer than a turn, there are at least the 41 turns the count needs, and every
+/// partition has its share. librdkafka's sticky partitioner, which keeps a partition for 10 ms,
+/// would put ten thousand and more in a row on one partition at this rate.
+#[test]
+fn an_unpaced_producer_gives_the_partitions_turns_of_one_batch_each() {
+    let topic = unique("turns");
+    create_topic(&topic, 4);
+    let n = 40_000usize;
+    let mut cmd = workload();
+    cmd.args([
+        "-s",
+        &bed().plaintext,
+        "-x",
+        "PLAINTEXT",
+        "-t",
+        &topic,
+        "--producer",
+    ])
+    .args(["-n", &n.to_string(), "--message-size", "1024"])
+    .args(["--log-messages", "none", "--no-progress"]);
+    let out = run(cmd, LIMIT);
+    assert_eq!(out.code(), 0, "producer failed: {out}");
+
+    let mut kcat = Command::new("kcat");
+    kcat.args(["-b", &bed().plaintext, "-C", "-t", &topic, "-e", "-q"])
+        .args(["-o", "beginning", "-f", "%p:%s\\n"]);
+    let read = run(kcat, Duration::from_secs(60));
+    assert!(read.status.success(), "kcat failed: {read}");
+    let mut by_seq: Vec<(u64, i32)> = read
+        .stdout
+        .lines()
+        .map(|line| {
+            let (p, value) = line.split_once(':').expect("partition:value");
+            let v: serde_json::Value = serde_json::from_str(value).expect("a JSON value");
+            (
+                v["seq"].as_u64().expect("seq"),
+                p.parse().expect("partition"),
+            )
+        })
+        .collect();
+    assert_eq!(by_seq.len(), n, "kcat read {} of {n} records", by_seq.len());
+    by_seq.sort_unstable();
+
+    let mut runs = vec![1usize];
+    for w in by_seq.windows(2) {
+        if w[1].1 == w[0].1 {
+            *runs.last_mut().unwrap() += 1;
+        } else {
+            runs.push(1);
+        }
+    }
+    let longest = runs.iter().max().copied().unwrap_or(0);
+    assert!(
+        longest <= 976,
+        "{longest} messages in a row on one partition (a turn is 976)"
+    );
+    assert!(
+        runs.len() >= 41,
+        "only {} turns for {n} messages of 976 a turn",
+        runs.len()
+    );
+    for p in 0..4 {
+        let share = by_seq.iter().filter(|(_, q)| *q == p).count();
+        assert!(
+            (n * 15 / 100..=n * 35 / 100).contains(&share),
+            "partition {p} has {share} of {n} messages: {runs:?}"
+        );
+    }
+}

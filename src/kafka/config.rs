@@ -128,9 +128,8 @@ pub fn properties(
                 // (src/kafka/topic.rs) sees every message only with this at 0.
                 set(&mut p, "sticky.partitioning.linger.ms", "0");
             } else if settings.cluster == Cluster::Mock {
-                // The mock cluster keeps only the newest 5 MB of each partition; spreading
-                // messages evenly keeps a run of 100,000 whole (as kafka-workload's own
-                // partitioner does when `-X` has not handed partitioning to librdkafka).
+                // The mock cluster keeps only the newest 5 MB of each partition; a random
+                // partition for every message keeps a run of 300,000 whole.
                 set(&mut p, "sticky.partitioning.linger.ms", "0");
             }
         }
@@ -175,13 +174,17 @@ pub fn properties(
     Ok(p)
 }
 
-/// Whether the producer partitions with kafka-workload's turns (src/kafka/topic.rs): unless `-X`
-/// sets librdkafka's `partitioner` or `sticky.partitioning.linger.ms`, which then rule.
+/// Whether the producer partitions with kafka-workload's turns (src/kafka/topic.rs): on a real
+/// cluster, unless `-X` sets librdkafka's `partitioner` or `sticky.partitioning.linger.ms`,
+/// which then rule. The mock cluster keeps librdkafka's random spread, as before the turns: its
+/// partitions drop their oldest records past 5 MB (runs of 300,000 lose some either way), and
+/// what the turns are for (the brokers' requests in flight) is not what limits it.
 pub fn own_partitioner(settings: &Settings) -> bool {
-    !settings
-        .overrides
-        .iter()
-        .any(|(k, _)| k == "partitioner" || k == "sticky.partitioning.linger.ms")
+    settings.cluster != Cluster::Mock
+        && !settings
+            .overrides
+            .iter()
+            .any(|(k, _)| k == "partitioner" || k == "sticky.partitioning.linger.ms")
 }
 
 fn set(p: &mut BTreeMap<String, String>, k: &str, v: &str) {
@@ -244,6 +247,13 @@ mod tests {
         let base = ["--producer", "-s", "b:9095", "-x", "PLAINTEXT"];
         let s = settings(&base);
         assert!(own_partitioner(&s));
+        let mock = settings(&["--producer"]);
+        assert!(
+            !own_partitioner(&mock),
+            "the mock cluster keeps librdkafka's random spread"
+        );
+        let p = properties(&mock, Role::Producer, "mock").unwrap();
+        assert_eq!(p["sticky.partitioning.linger.ms"], "0");
         let p = properties(&s, Role::Producer, "b:9095").unwrap();
         assert_eq!(p["sticky.partitioning.linger.ms"], "0");
         for x in [

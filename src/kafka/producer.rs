@@ -606,7 +606,10 @@ pub fn run(job: ProducerJob) -> anyhow::Result<()> {
                 let moved;
                 drop(topic);
                 (producer, moved) = switch_user(&job, producer, &identity);
-                topic = TopicHandle::new(producer.client(), &s.topic, turns(s, value_bytes))?;
+                // Kept on the old client, whose topic keeps the partitioner it was opened with:
+                // a configuration given now would be dropped.
+                let partitioner = if moved { turns(s, value_bytes) } else { None };
+                topic = TopicHandle::new(producer.client(), &s.topic, partitioner)?;
                 if moved {
                     client_user = identity.username;
                 }

@@ -235,8 +235,7 @@ def warmed_up(rates):
     return median(rates[-3:]) <= 1.10 * median(rates[-6:-3])
 
 
-def warm_up_rule():
-    return "the median of the last 3 rounds is within 10% of the 3 before (at least 6 rounds)"
+WARM_UP_RULE = "the median of the last 3 rounds is within 10% of the 3 before (at least 6 rounds)"
 
 
 def rkp_seconds(p):
@@ -1008,7 +1007,7 @@ class Bench:
         rates = []
         t0 = time.monotonic()
         self.log(
-            f"warm-up: rounds of {WARM_UP_ROUND:,} x {size} B over PLAINTEXT until {warm_up_rule()}"
+            f"warm-up: rounds of {WARM_UP_ROUND:,} x {size} B over PLAINTEXT until {WARM_UP_RULE}"
             f" (at most {limit} s; not counted)"
         )
         while not warmed_up(rates) and time.monotonic() - t0 < limit:
@@ -1487,7 +1486,7 @@ def warm_up_line(w):
     return (
         f"Warm-up on the {w['brokers']}-broker bed, not counted: {len(rounds)} rounds of "
         f"{WARM_UP_ROUND:,} messages by kafka-workload in {w['seconds']:.0f} s until "
-        f"{warm_up_rule()}{how}; msgs/s per round: {', '.join(f'{r:,}' for r in rounds) or 'none'}."
+        f"{WARM_UP_RULE}{how}; msgs/s per round: {', '.join(f'{r:,}' for r in rounds) or 'none'}."
     )
 
 

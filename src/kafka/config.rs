@@ -122,14 +122,12 @@ pub fn properties(
                 &PRODUCER_QUEUE_MESSAGES.to_string(),
             );
             set(&mut p, "queue.buffering.max.kbytes", "65536");
-            if own_partitioner(settings) {
+            if own_partitioner(settings) || settings.cluster == Cluster::Mock {
                 // librdkafka hands a keyless message to its own sticky partitioner, not to the
                 // configured one, unless stickiness is off: kafka-workload's partitioner
-                // (src/kafka/topic.rs) sees every message only with this at 0.
-                set(&mut p, "sticky.partitioning.linger.ms", "0");
-            } else if settings.cluster == Cluster::Mock {
-                // The mock cluster keeps only the newest 5 MB of each partition; a random
-                // partition for every message keeps a run of 300,000 whole.
+                // (src/kafka/topic.rs) sees every message only with this at 0. On the mock
+                // cluster, which keeps only the newest 5 MB of each partition, it gives
+                // librdkafka's partitioner a random partition for every message instead.
                 set(&mut p, "sticky.partitioning.linger.ms", "0");
             }
         }
@@ -185,6 +183,28 @@ pub fn own_partitioner(settings: &Settings) -> bool {
             .overrides
             .iter()
             .any(|(k, _)| k == "partitioner" || k == "sticky.partitioning.linger.ms")
+}
+
+/// The batch limits kafka-workload's partitioner sizes its turns by (`batch.num.messages`,
+/// `batch.size`, as `-X` leaves them), or `None` when librdkafka partitions
+/// ([`own_partitioner`]).
+pub fn partitioner_batch(settings: &Settings) -> Option<(usize, usize)> {
+    if !own_partitioner(settings) {
+        return None;
+    }
+    let limit = |key: &str, default: usize| {
+        settings
+            .overrides
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(default)
+    };
+    Some((
+        limit("batch.num.messages", BATCH_MESSAGES),
+        limit("batch.size", BATCH_BYTES),
+    ))
 }
 
 fn set(p: &mut BTreeMap<String, String>, k: &str, v: &str) {

@@ -464,29 +464,10 @@ fn drain(producer: &ThreadedProducer<ProducerCtx>, timeout: Duration) -> Result<
 }
 
 /// kafka-workload's partitioner (partitions take turns of a batch each) for values of
-/// `value_bytes`, unless `-X` chose librdkafka's ([`super::config::own_partitioner`]); batch
-/// limits given with `-X` size the turns.
-fn turns(s: &crate::config::Settings, value_bytes: usize) -> Option<Turns> {
-    if !super::config::own_partitioner(s) {
-        return None;
-    }
-    let set = |key: &str| {
-        s.overrides
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
-    };
-    let limit = |key: &str, default: usize| {
-        set(key)
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(default)
-    };
-    Some(Turns::new(
-        value_bytes,
-        limit("batch.num.messages", super::config::BATCH_MESSAGES),
-        limit("batch.size", super::config::BATCH_BYTES),
-    ))
+/// `value_bytes`, unless `-X` chose librdkafka's.
+fn turns(s: &Settings, value_bytes: usize) -> Option<Turns> {
+    super::config::partitioner_batch(s)
+        .map(|(messages, bytes)| Turns::new(value_bytes, messages, bytes))
 }
 
 /// Sets the producer's `done` flag when dropped, on every way out of [`run`].
